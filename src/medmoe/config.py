@@ -1,0 +1,126 @@
+"""Model configuration: presets are JSON data (``medmoe/presets/*.json``) plus overrides.
+
+``load_config("tiny", num_experts=2)`` and ``--set num_experts=2`` on the command line go
+through the same code, so every field below is settable from Python and from the CLI.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value or override the user got wrong (shown as a one-line message)."""
+
+
+@dataclass
+class MedMoEConfig:
+    # image side (DESIGN 1.1-1.3)
+    image_size: int = 224
+    swin: dict = field(default_factory=dict)  # transformers.SwinConfig kwargs (the architecture)
+    backbone: str | None = None  # hub id or local dir with pretrained Swin weights; None = random init
+    embed_dim: int = 768  # shared width D of global and local embeddings
+    grid: int | None = None  # expert output grid G (None: the finest pyramid level, H/4)
+    num_experts: int = 6  # K
+    moe: bool = True  # False: one static multi-scale head and no router (baseline)
+    scale_attn_dim: int = 96  # hidden width of each expert's cross-scale attention scorer
+    router_hidden: int = 256  # hidden width of W1 in alpha = softmax(W2 ReLU(W1 t))
+    routing: str = "text"  # which router drives dispatch in training: text | label | image
+    modalities: list = field(default_factory=lambda: ["xray", "ct", "mri", "ultrasound"])
+    # text side (DESIGN 1.4)
+    text_model: str = "emilyalsentzer/Bio_ClinicalBERT"  # hub id, local dir, or "minilm"
+    text_pretrained: bool = False  # load text weights from text_model (else: architecture only)
+    text: dict = field(default_factory=dict)  # transformers config overrides for the text encoder
+    max_length: int = 64  # word-piece tokens per report
+    text_last_n_layers: int = 4  # GLoRIA: sum of the last 4 hidden layers
+    freeze_text: bool = False
+    # losses (DESIGN 1.5; GLoRIA defaults)
+    temp1: float = 4.0
+    temp2: float = 5.0
+    temp3: float = 10.0
+    local_agg: str = "sum"
+    w_global: float = 1.0
+    w_local: float = 1.0
+    w_aux: float = 1.0  # lambda in L_total = L_global + L_local + lambda * L_aux (Eq. 4.6)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
+        if self.routing not in ("text", "label", "image"):
+            raise ConfigError(f"routing must be one of text, label, image (got {self.routing!r})")
+        if self.local_agg not in ("sum", "mean"):
+            raise ConfigError(f"local_agg must be 'sum' or 'mean' (got {self.local_agg!r})")
+        if self.num_experts < 1:
+            raise ConfigError(f"num_experts must be >= 1 (got {self.num_experts})")
+        if self.image_size % 32:
+            raise ConfigError(f"image_size must be a multiple of 32 (got {self.image_size})")
+
+    @property
+    def grid_size(self) -> int:
+        return self.grid or self.image_size // 4
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MedMoEConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known - {"_doc"})
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,), "list": (list,),
+          "None": (type(None),)}
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    names = [t.strip() for t in annotation.split("|")]
+    ok = isinstance(value, tuple(c for t in names for c in _TYPES[t]))
+    if not ok or (isinstance(value, bool) and "bool" not in names):
+        raise ConfigError(f"config field {name!r} must be {annotation} (got {value!r})")
+
+
+def list_presets() -> list[str]:
+    files = resources.files("medmoe") / "presets"
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".json"))
+
+
+def load_config(preset: str = "tiny", **overrides: Any) -> MedMoEConfig:
+    """Preset ``preset`` with ``overrides`` applied (dict fields are merged, not replaced)."""
+    if preset not in list_presets():
+        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(list_presets())}")
+    data = json.loads((resources.files("medmoe") / "presets" / f"{preset}.json").read_text())
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return MedMoEConfig.from_dict(data)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["num_experts=2", "swin.embed_dim=32", "moe=false"]`` -> overrides for load_config.
+
+    Values are parsed as JSON where possible (numbers, booleans, lists, null), else kept as
+    strings; ``a.b=v`` sets key ``b`` of the dict field ``a``.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value (got {item!r})")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if "." in key:
+            outer, inner = key.split(".", 1)
+            out.setdefault(outer, {})[inner] = value
+        else:
+            out[key] = value
+    return out

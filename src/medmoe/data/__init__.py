@@ -1,0 +1,1 @@
+"""Data: image loading, transforms and the built-in MedSynth dataset."""

@@ -1,0 +1,1 @@
+"""Evaluation and accounting of trained models."""

@@ -1,0 +1,328 @@
+"""MedMoE training objectives (paper Sections 4.4-4.6).
+
+MedMoE (arXiv 2506.08356) is trained with GLoRIA's two contrastive objectives plus an
+auxiliary report-type loss:
+
+* Sec. 4.4, global contrastive loss: cosine similarity between the image embedding
+  ``v_g`` and the report embedding ``t_g`` scaled by ``temp3``, cross-entropy against the
+  matching pair in both directions (image -> text and text -> image).
+* Sec. 4.4, local (word-region) contrastive loss: every word ``t_n`` of report ``i``
+  attends over the regions ``v_s`` of image ``j`` (``a_ns = softmax_s(temp1 * s_ns)``),
+  giving a word-specific image context ``c_n = sum_s a_ns v_s``; the pair score is
+  ``Z(i, j) = log sum_n exp(temp2 * cos(c_n, t_n))`` (or the mean over words), and
+  ``temp3 * Z`` is contrasted in both directions exactly like the global score.
+* Sec. 4.5, auxiliary loss ``L_aux = CE(W_c t_g, y)``: cross-entropy of the report-type
+  (router) logits against the report-type label ``y``.
+* Sec. 4.6, ``L_total = L_global + L_local + lambda * L_aux``.
+
+Where the paper text and GLoRIA's released code (``gloria/loss/gloria_loss.py``) differ in
+detail we follow the code, so values agree with GLoRIA to 1e-6 in float64:
+
+* ``s_ns`` is first normalised by a softmax over the report's *words* for every region
+  and only then multiplied by ``temp1`` and normalised over regions (``attention_fn``);
+* cosine similarities divide by ``clamp(|x| * |y|, min=1e-8)``;
+* ``agg="sum"`` uses ``log sum_n exp``, ``agg="mean"`` ``log mean_n exp``;
+* the loss of each direction is the batch mean of the cross-entropy, and the training
+  objective sums both directions (``global = i2t + t2i``, ``local = i2t + t2i``).
+
+Unlike GLoRIA, ``words`` carries no [CLS] column: report ``i``'s words are
+``words[i, :lengths[i]]``, everything after is padding and never influences the result.
+
+The local loss scores every (report, image) pair of the batch at once with batched matrix
+products instead of GLoRIA's per-report loop; padded words are masked out of the softmax
+over words and out of the aggregation. Work is split into blocks of reports x images whose
+largest intermediate stays under ``LOCAL_BLOCK_BYTES``; with autograd on and more than one
+block, every block runs under ``torch.utils.checkpoint`` so backward memory is bounded too.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "EPS",
+    "LOCAL_BLOCK_BYTES",
+    "MIN_BLOCK_ROWS",
+    "global_contrastive_loss",
+    "local_contrastive_loss",
+    "auxiliary_loss",
+    "MedMoELoss",
+]
+
+EPS = 1e-8  # GLoRIA's clamp on products of norms
+LOCAL_BLOCK_BYTES = 128 * 2**20  # budget for the largest per-block intermediate of the local loss
+
+
+def _working(*tensors: Tensor) -> list[Tensor]:
+    """Upcast half-precision inputs to float32 (softmax/exp/log chains need the range)."""
+    out = []
+    for t in tensors:
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.float()
+        out.append(t)
+    return out
+
+
+def _two_way_ce(scores: Tensor) -> tuple[Tensor, Tensor]:
+    """Cross-entropy with the diagonal as target: rows (images) and columns (reports)."""
+    labels = torch.arange(scores.shape[0], device=scores.device)
+    return F.cross_entropy(scores, labels), F.cross_entropy(scores.t(), labels)
+
+
+def global_contrastive_loss(image_emb: Tensor, text_emb: Tensor, temp3: float = 10.0) -> tuple[Tensor, Tensor]:
+    """Global contrastive loss of Sec. 4.4 (GLoRIA ``global_loss``).
+
+    ``scores[j, i] = temp3 * <v_j, t_i> / clamp(|v_j| |t_i|, 1e-8)`` for image embeddings
+    ``image_emb`` [B, D] and report embeddings ``text_emb`` [B, D]; returns
+    ``(image_to_text, text_to_image)`` = (CE over rows, CE over columns), each the mean over
+    the batch, with the matching pair (the diagonal) as target.
+    """
+    if image_emb.dim() != 2 or image_emb.shape != text_emb.shape:
+        raise ValueError(f"expected two [B, D] tensors, got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
+    with torch.autocast(device_type=image_emb.device.type, enabled=False):
+        img, txt = _working(image_emb, text_emb)
+        dtype = torch.promote_types(img.dtype, txt.dtype)
+        img, txt = img.to(dtype), txt.to(dtype)
+        dots = img @ txt.t()
+        norms = img.norm(dim=1, keepdim=True) * txt.norm(dim=1, keepdim=True).t()
+        scores = dots / norms.clamp(min=EPS) * temp3
+        return _two_way_ce(scores)
+
+
+MIN_BLOCK_ROWS = 256  # keep at least this many word rows per report block before cutting on length
+
+
+def _report_blocks(sorted_lengths: list[int], n_images: int, row_bytes: int, budget: int):
+    """Plan the blocks of the local loss.
+
+    ``sorted_lengths``: report lengths, longest first; ``row_bytes``: bytes of one word's
+    row of the largest intermediate (``max(S, D) * element_size``). Returns ``(bj, blocks)``:
+    the image chunk size and ``(start, end, n_words)`` report blocks (in sorted order) such
+    that ``(end - start) * bj * n_words * row_bytes <= budget`` (at least one report and one
+    image per block). A block is closed early when it already has ``MIN_BLOCK_ROWS`` word
+    rows and the next report is much shorter, so short reports are not padded to long ones.
+    """
+    b = len(sorted_lengths)
+    pairs = max(1, budget // max(1, sorted_lengths[0] * row_bytes))
+    if pairs >= b * n_images:
+        bj = n_images
+    else:  # roughly square blocks for the longest reports
+        bj = min(n_images, max(1, math.isqrt(pairs)))
+        bj = min(n_images, max(1, pairs // min(b, max(1, pairs // bj))))
+    blocks = []
+    st = 0
+    while st < b:
+        nb = sorted_lengths[st]
+        cap = max(1, budget // max(1, bj * nb * row_bytes))
+        en = st + 1
+        while en < b and en - st < cap:
+            if (en - st) * nb >= MIN_BLOCK_ROWS and sorted_lengths[en] * 5 <= nb * 4:
+                break
+            en += 1
+        blocks.append((st, en, nb))
+        st = en
+    return bj, blocks
+
+
+def _pair_scores(
+    w: Tensor, mask: Tensor, log_len: Tensor, ctx: Tensor, *, temp1: float, temp2: float, mean: bool
+) -> Tensor:
+    """Z(i, j) for a block of reports i and images j (GLoRIA ``local_loss`` inner loop).
+
+    w [bi, N, D] words with padded rows zeroed; mask [bi, N] real words; log_len [bi];
+    ctx [bj, D, S] image regions. Returns [bj, bi] (rows images, columns reports), before
+    the ``temp3`` scale.
+    """
+    bi, n, d = w.shape
+    bj, _, s = ctx.shape
+    # s[j, i, n, r] = <t_in, v_jr>: one product for all pairs of the block
+    a = torch.bmm(w.reshape(1, bi * n, d).expand(bj, bi * n, d), ctx)  # [bj, bi * n, s]
+    # in place on the bmm output itself (not a view of it): bmm saves its inputs, not its output
+    a = a.masked_fill_(~mask.reshape(1, bi * n, 1), float("-inf")).view(bj, bi, n, s)
+    p = torch.softmax(a, dim=2)  # over the report's real words, per region (attention_fn, 1st softmax)
+    q = torch.softmax(p * temp1, dim=3)  # over regions, per word (2nd softmax)
+    c = torch.bmm(q.view(bj, bi * n, s), ctx.transpose(1, 2)).view(bj, bi, n, d)  # weighted context
+    num = (c * w[None]).sum(dim=-1)
+    den = (w.norm(dim=-1)[None] * c.norm(dim=-1)).clamp(min=EPS)
+    z = (num / den * temp2).masked_fill(~mask[None], float("-inf"))
+    z = torch.logsumexp(z, dim=-1)  # log sum_n exp(temp2 * cos)
+    if mean:
+        z = z - log_len[None]
+    return z
+
+
+def _diagonal_attention(w: Tensor, mask: Tensor, ctx: Tensor, temp1: float) -> Tensor:
+    """Word attention of report i over its own image i: [B, N, S], zeros at padded words."""
+    a = torch.bmm(w, ctx).masked_fill(~mask[:, :, None], float("-inf"))
+    q = torch.softmax(torch.softmax(a, dim=1) * temp1, dim=2)
+    return q.masked_fill(~mask[:, :, None], 0.0)
+
+
+def local_contrastive_loss(
+    regions: Tensor,
+    words: Tensor,
+    lengths: Tensor,
+    temp1: float = 4.0,
+    temp2: float = 5.0,
+    temp3: float = 10.0,
+    agg: str = "sum",
+    *,
+    block_bytes: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Local (word-region) contrastive loss of Sec. 4.4 (GLoRIA ``local_loss``), batched.
+
+    Args:
+        regions: [B, D, H, W] region features ``V_local`` of the B images.
+        words: [B, N, D] padded word embeddings; only ``words[i, :lengths[i]]`` are real
+            (no [CLS] column, unlike GLoRIA's ``words_emb``).
+        lengths: [B] number of real words per report, each in 1..N.
+        temp1, temp2, temp3: GLoRIA's attention sharpness, word-aggregation and pair-score
+            temperatures.
+        agg: ``"sum"`` (``log sum_n exp``) or ``"mean"`` (``log mean_n exp``).
+        block_bytes: budget for the largest intermediate of one block of reports x images
+            (default ``LOCAL_BLOCK_BYTES``).
+
+    Returns:
+        ``(image_to_text, text_to_image, attention)``: the cross-entropy over rows (images)
+        and over columns (reports) of ``temp3 * Z`` with ``Z[j, i]`` the score of image j and
+        report i, and ``attention`` [B, N, H, W], report i's word attention over its own
+        image i (GLoRIA's ``att_maps``), zeros at padded words, detached.
+    """
+    if agg not in ("sum", "mean"):
+        raise ValueError(f"agg must be 'sum' or 'mean', got {agg!r}")
+    if regions.dim() != 4 or words.dim() != 3:
+        raise ValueError(f"expected regions [B, D, H, W] and words [B, N, D], got {tuple(regions.shape)}, {tuple(words.shape)}")
+    b, d, h, wd = regions.shape
+    if words.shape[0] != b or words.shape[2] != d:
+        raise ValueError(f"regions {tuple(regions.shape)} and words {tuple(words.shape)} disagree on B or D")
+    n = words.shape[1]
+    lengths = torch.as_tensor(lengths).reshape(-1)
+    if lengths.numel() != b:
+        raise ValueError(f"lengths has {lengths.numel()} entries for a batch of {b}")
+    if int(lengths.min()) < 1 or int(lengths.max()) > n:
+        raise ValueError(f"lengths must lie in 1..{n}, got {lengths.tolist()}")
+
+    with torch.autocast(device_type=regions.device.type, enabled=False):
+        regions, words = _working(regions, words)
+        dtype = torch.promote_types(regions.dtype, words.dtype)
+        regions, words = regions.to(dtype), words.to(dtype)
+        device = regions.device
+        lengths = lengths.to(device)
+        s = h * wd
+        ctx = regions.reshape(b, d, s)  # [B, D, S], a view for contiguous input
+        mask = torch.arange(n, device=device)[None] < lengths[:, None]  # [B, N]
+        w = words.masked_fill(~mask[:, :, None], 0.0)  # padding (even inf/nan) never leaks
+        log_len = lengths.to(dtype).log()
+
+        with torch.no_grad():
+            attention = _diagonal_attention(w.detach(), mask, ctx.detach(), temp1).view(b, n, h, wd)
+
+        budget = LOCAL_BLOCK_BYTES if block_bytes is None else int(block_bytes)
+        lens = lengths.tolist()
+        order = sorted(range(b), key=lambda k: -lens[k])  # longest report first
+        bj, blocks = _report_blocks([lens[k] for k in order], b, max(s, d) * regions.element_size(), budget)
+        fn = partial(_pair_scores, temp1=temp1, temp2=temp2, mean=(agg == "mean"))
+        fits = b * b * lens[order[0]] * max(s, d) * regions.element_size() <= budget
+        use_ckpt = not fits and torch.is_grad_enabled() and (regions.requires_grad or words.requires_grad)
+
+        # Reports are processed longest first in blocks of similar length, each block cut to
+        # its own longest report, so little work goes to padding. Images are split once with
+        # torch.split (one SplitBackward) so gradients accumulate in one buffer per chunk
+        # instead of a full-size zero tensor per block.
+        perm = torch.tensor(order, device=device)
+        w_s, m_s, l_s = w.index_select(0, perm), mask.index_select(0, perm), log_len.index_select(0, perm)
+        c_chunks = torch.split(ctx, bj)
+        cols = []
+        for st, en, nb in blocks:
+            wi, mi, li = w_s[st:en, :nb], m_s[st:en, :nb], l_s[st:en]
+            parts = []
+            for cj in c_chunks:
+                if use_ckpt:
+                    parts.append(checkpoint(fn, wi, mi, li, cj, use_reentrant=False, preserve_rng_state=False))
+                else:
+                    parts.append(fn(wi, mi, li, cj))
+            cols.append(torch.cat(parts, dim=0))
+        scores = torch.cat(cols, dim=1)  # [B images, B reports in `order`]
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(b, device=device)
+        scores = scores.index_select(1, inverse) * temp3  # [B images, B reports]
+        i2t, t2i = _two_way_ce(scores)
+    return i2t, t2i, attention
+
+
+def auxiliary_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Auxiliary report-type loss of Sec. 4.5, ``L_aux = CE(W_c t_g, y)``.
+
+    ``logits`` [B, K] (the router / report-type classifier output), ``target`` [B] with
+    ``-1`` for an unknown type, which is ignored. Returns the mean cross-entropy over the
+    labelled samples, or a zero that keeps the graph to ``logits`` when none is labelled.
+    Computed without a data-dependent branch (no host sync).
+    """
+    if logits.dim() != 2 or target.shape != logits.shape[:1]:
+        raise ValueError(f"expected logits [B, K] and target [B], got {tuple(logits.shape)}, {tuple(target.shape)}")
+    target = target.to(device=logits.device, dtype=torch.long)
+    known = target >= 0
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    per = F.cross_entropy(logits, target.clamp(min=0), reduction="none")
+    per = torch.where(known, per, torch.zeros_like(per))
+    return per.sum() / known.sum().clamp(min=1).to(per.dtype)
+
+
+class MedMoELoss(torch.nn.Module):
+    """``L_total = w_global L_global + w_local L_local + w_aux L_aux`` (Sec. 4.6, lambda = w_aux).
+
+    ``L_global`` and ``L_local`` are the sums of both directions (image -> text and
+    text -> image) of the Sec. 4.4 losses, as GLoRIA's training code adds them;
+    ``L_aux`` (Sec. 4.5) is summed over the router logits given (e.g. image-side and
+    report-side routers). The word attention of the last call is kept in
+    ``last_attention`` (detached) for visualisation.
+    """
+
+    def __init__(
+        self,
+        temp1: float = 4.0,
+        temp2: float = 5.0,
+        temp3: float = 10.0,
+        agg: str = "sum",
+        w_global: float = 1.0,
+        w_local: float = 1.0,
+        w_aux: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if agg not in ("sum", "mean"):
+            raise ValueError(f"agg must be 'sum' or 'mean', got {agg!r}")
+        self.temp1, self.temp2, self.temp3, self.agg = temp1, temp2, temp3, agg
+        self.w_global, self.w_local, self.w_aux = w_global, w_local, w_aux
+        self.last_attention: Tensor | None = None
+
+    def forward(
+        self,
+        image_global: Tensor,
+        text_global: Tensor,
+        regions: Tensor,
+        words: Tensor,
+        lengths: Tensor,
+        router_logits: list[Tensor] | tuple = (),
+        aux_target: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        g_i2t, g_t2i = global_contrastive_loss(image_global, text_global, self.temp3)
+        l_i2t, l_t2i, attention = local_contrastive_loss(
+            regions, words, lengths, self.temp1, self.temp2, self.temp3, self.agg
+        )
+        self.last_attention = attention
+        glob = g_i2t + g_t2i
+        loc = l_i2t + l_t2i
+        logits = [x for x in (router_logits or ()) if x is not None]
+        if aux_target is None or not logits:
+            aux = torch.zeros((), dtype=glob.dtype, device=glob.device)
+        else:
+            aux = sum(auxiliary_loss(x, aux_target) for x in logits)
+        total = self.w_global * glob + self.w_local * loc + self.w_aux * aux
+        return {"global": glob, "local": loc, "aux": aux, "total": total}

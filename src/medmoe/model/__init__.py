@@ -1,0 +1,1 @@
+"""The MedMoE network: Swin pyramid, experts and routers, text encoder."""

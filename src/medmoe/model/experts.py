@@ -1,0 +1,97 @@
+"""Convolutional experts, routers and hard top-1 dispatch (paper Section 4.3).
+
+Each expert E_k maps the pyramid F = {F1..F4} to one local map V_k [D, G, G]:
+
+1. per scale l, a 1x1 conv + BatchNorm + ReLU projects C_l -> D, then a 2-D bilinear resize
+   brings F_k^(l) to the G x G grid (the authors' code resizes flattened tokens in 1-D);
+2. cross-scale attention: a small per-location scorer gives one logit per scale, a softmax over
+   the L scales gives beta_k^(l), and V_k = sum_l beta_k^(l) F_k^(l)  (Eq. for V_k, Sec. 4.3);
+3. a conv head: 3x3 depthwise conv + BatchNorm + ReLU, then a 1x1 conv (no activation, so the
+   local features can take any sign for the cosine similarities of the local loss).
+
+Routing: alpha = softmax(W2 ReLU(W1 t)), k* = argmax_k alpha_k, V_local = V_k* (Sec. 4.3).
+Only the selected expert runs for each sample: the batch is grouped by expert.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_bn_relu(c_in: int, c_out: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Expert(nn.Module):
+    """One expert E_k: multi-scale projection, cross-scale attention, conv head."""
+
+    def __init__(self, channels: list[int], dim: int, grid: int, attn_dim: int):
+        super().__init__()
+        self.grid = grid
+        self.project = nn.ModuleList(conv_bn_relu(c, dim) for c in channels)
+        self.scale_scorer = nn.Sequential(
+            nn.Conv2d(dim, attn_dim, 1), nn.ReLU(inplace=True), nn.Conv2d(attn_dim, 1, 1)
+        )
+        self.head = nn.Sequential(conv_bn_relu(dim, dim, kernel=3, groups=dim), nn.Conv2d(dim, dim, 1))
+
+    def scales(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
+        """Projected, resized pyramid F_k^(l): [B, L, D, G, G]."""
+        size = (self.grid, self.grid)
+        maps = []
+        for proj, feat in zip(self.project, pyramid):
+            x = proj(feat)
+            if x.shape[-2:] != size:
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            maps.append(x)
+        return torch.stack(maps, dim=1)
+
+    def scale_weights(self, scales: torch.Tensor) -> torch.Tensor:
+        """beta_k^(l): softmax over scales of the per-location scores, [B, L, G, G]."""
+        b, l, d, g, _ = scales.shape
+        logits = self.scale_scorer(scales.reshape(b * l, d, g, g)).reshape(b, l, g, g)
+        return logits.softmax(dim=1)
+
+    def forward(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
+        scales = self.scales(pyramid)
+        fused = (self.scale_weights(scales).unsqueeze(2) * scales).sum(dim=1)
+        return self.head(fused)
+
+
+class Router(nn.Module):
+    """Router logits W2 ReLU(W1 x); alpha is their softmax (Sec. 4.3)."""
+
+    def __init__(self, in_dim: int, hidden: int, num_experts: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_experts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+class ExpertMixture(nn.Module):
+    """K experts with hard top-1 dispatch: each sample runs through its own expert only."""
+
+    def __init__(self, num_experts: int, channels: list[int], dim: int, grid: int, attn_dim: int):
+        super().__init__()
+        self.experts = nn.ModuleList(Expert(channels, dim, grid, attn_dim) for _ in range(num_experts))
+
+    def forward(self, pyramid: list[torch.Tensor], expert: torch.Tensor) -> torch.Tensor:
+        """Group the batch by ``expert`` [B], run each group through its expert, restore order."""
+        order = torch.argsort(expert, stable=True)
+        counts = torch.bincount(expert, minlength=len(self.experts)).tolist()
+        outputs, start = [], 0
+        for k, n in enumerate(counts):
+            if n:
+                rows = order[start : start + n]
+                outputs.append(self.experts[k]([f[rows] for f in pyramid]))
+                start += n
+        return torch.cat(outputs)[torch.argsort(order)]
+
+    def forward_all(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
+        """Every expert on every sample, [K, B, D, G, G] (reference and FLOPs only)."""
+        return torch.stack([e(pyramid) for e in self.experts])

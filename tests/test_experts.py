@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+import medmoe
+from medmoe.model.experts import Expert
+
+REPORTS = ["No pleural effusion.", "Hypodense lesion in the liver.", "Small T2 hyperintense focus.", "Hypoechoic nodule."]
+
+
+def images(n, size=64, seed=0):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_grouped_dispatch_equals_running_every_expert_and_selecting(tiny):
+    x = images(7)
+    expert = torch.tensor([3, 0, 3, 1, 0, 2, 3])
+    with torch.no_grad():
+        routed = tiny.encode_image(x, expert=expert)
+        _, every, logits = tiny.image.forward_all_experts(x)
+    torch.testing.assert_close(routed.local_map, every[expert, torch.arange(7)])
+    torch.testing.assert_close(routed.router_logits, logits)
+    assert torch.equal(routed.expert, expert)
+
+
+def test_dispatch_runs_each_selected_expert_once_on_its_own_rows_only(tiny):
+    seen = {}
+    hooks = [e.register_forward_hook(lambda m, a, o, k=k: seen.setdefault(k, []).append(a[0][0].shape[0]))
+             for k, e in enumerate(tiny.image.experts.experts)]
+    try:
+        with torch.no_grad():
+            tiny.encode_image(images(5), expert=torch.tensor([2, 2, 0, 2, 0]))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen == {0: [2], 2: [3]}  # experts 1 and 3 never run
+
+
+def test_without_a_report_the_image_router_decides(tiny):
+    with torch.no_grad():
+        out = tiny.encode_image(images(6))
+    assert torch.equal(out.expert, out.router_logits.argmax(1))
+    assert out.global_emb.shape == (6, 32) and out.local_map.shape == (6, 32, 16, 16)
+
+
+@pytest.mark.parametrize("routing", ["text", "label", "image"])
+def test_each_routing_source_drives_dispatch(routing):
+    torch.manual_seed(0)
+    model = medmoe.create_model("tiny", routing=routing).eval()
+    modality = model.modality_index(["xray", "ct", "mri", None])
+    with torch.no_grad():
+        img, txt = model(images(4), REPORTS, modality)
+        image_choice = model.encode_image(images(4)).expert
+    if routing == "text":
+        assert torch.equal(img.expert, txt.router_logits.argmax(1))
+    elif routing == "label":  # labelled rows follow their modality's expert; the unlabelled one the report
+        assert img.expert[:3].tolist() == [0, 1, 2]
+        assert img.expert[3] == txt.router_logits[3].argmax()
+    else:
+        assert torch.equal(img.expert, image_choice)
+
+
+def test_label_routing_maps_more_modalities_than_experts_onto_experts():
+    model = medmoe.create_model("tiny", num_experts=2)
+    targets = model.expert_targets(model.modality_index(["xray", "ct", "mri", "ultrasound", "fundus"]))
+    assert targets.tolist() == [0, 1, 0, 1, -1]
+
+
+def test_label_routing_without_labels_is_a_clear_error():
+    model = medmoe.create_model("tiny", routing="label")
+    with pytest.raises(ValueError, match="modality"):
+        model(images(2), REPORTS[:2])
+
+
+@pytest.mark.parametrize("overrides", [{"moe": False}, {"num_experts": 1}])
+def test_baselines_build_train_and_backpropagate(overrides):
+    torch.manual_seed(0)
+    model = medmoe.create_model("tiny", **overrides).train()
+    img, txt = model(images(4), REPORTS)
+    assert img.local_map.shape == (4, 32, 16, 16)
+    (img.local_map.square().mean() + img.global_emb.square().mean() + txt.words.square().mean()).backward()
+    head = model.image.head if overrides.get("moe") is False else model.image.experts.experts[0]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    if overrides.get("moe") is False:
+        assert img.router_logits is None and txt.router_logits is None
+        assert not hasattr(model.image, "router")
+    else:
+        assert img.expert.tolist() == [0, 0, 0, 0]
+
+
+def test_scale_attention_is_a_softmax_over_scales_per_location():
+    torch.manual_seed(0)
+    expert = Expert([8, 16, 32, 64], dim=12, grid=8, attn_dim=6).eval()
+    pyramid = [torch.randn(2, c, 8 // 2**i, 8 // 2**i) for i, c in enumerate([8, 16, 32, 64])]
+    scales = expert.scales(pyramid)
+    beta = expert.scale_weights(scales)
+    assert scales.shape == (2, 4, 12, 8, 8) and beta.shape == (2, 4, 8, 8)
+    torch.testing.assert_close(beta.sum(1), torch.ones(2, 8, 8))
+    fused = (beta.unsqueeze(2) * scales).sum(1)
+    torch.testing.assert_close(expert(pyramid), expert.head(fused))
+
+
+def test_scale_resize_is_two_dimensional():
+    """A coarse map with a vertical edge must stay a vertical edge after resizing (1-D token
+    interpolation, as in the authors' code, would smear it across rows)."""
+    expert = Expert([1], dim=1, grid=8, attn_dim=1)
+    with torch.no_grad():
+        conv, bn = expert.project[0][0], expert.project[0][1]
+        conv.weight.fill_(1.0)
+        bn.eval()
+    coarse = torch.zeros(1, 1, 4, 4)
+    coarse[..., 2:] = 1.0
+    up = expert.scales([coarse])[0, 0, 0]
+    assert torch.allclose(up, up[0].expand(8, 8))  # every row identical
+    assert up[0, 0] < up[0, -1]
