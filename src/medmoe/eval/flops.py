@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..config import MedMoEConfig
 
 
-def _count_gmacs(fn) -> float:
+def count_gmacs(fn) -> float:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops() / 2e9
@@ -27,10 +27,10 @@ def image_side_cost(config: MedMoEConfig) -> dict:
     params_total = sum(p.numel() for p in encoder.parameters())
     image = torch.zeros(1, 3, config.image_size, config.image_size)
     with torch.no_grad():
-        gmacs_active = _count_gmacs(lambda: encoder(image))
+        gmacs_active = count_gmacs(lambda: encoder(image))
         if config.moe:
             extra = sum(p.numel() for p in encoder.experts.experts[1:].parameters())
-            gmacs_all = _count_gmacs(lambda: encoder.forward_all_experts(image))
+            gmacs_all = count_gmacs(lambda: encoder.forward_all_experts(image))
         else:
             extra, gmacs_all = 0, gmacs_active
     return {

@@ -39,26 +39,21 @@ class Expert(nn.Module):
         )
         self.head = nn.Sequential(conv_bn_relu(dim, dim, kernel=3, groups=dim), nn.Conv2d(dim, dim, 1))
 
-    def scales(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
-        """Projected, resized pyramid F_k^(l): [B, L, D, G, G]."""
+    def scales(self, pyramid: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Projected, resized pyramid F_k^(l): L maps [B, D, G, G]."""
         size = (self.grid, self.grid)
-        maps = []
-        for proj, feat in zip(self.project, pyramid):
-            x = proj(feat)
-            if x.shape[-2:] != size:
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            maps.append(x)
-        return torch.stack(maps, dim=1)
+        maps = [proj(feat) for proj, feat in zip(self.project, pyramid)]
+        return [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+                for m in maps]
 
-    def scale_weights(self, scales: torch.Tensor) -> torch.Tensor:
+    def scale_weights(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """beta_k^(l): softmax over scales of the per-location scores, [B, L, G, G]."""
-        b, l, d, g, _ = scales.shape
-        logits = self.scale_scorer(scales.reshape(b * l, d, g, g)).reshape(b, l, g, g)
-        return logits.softmax(dim=1)
+        return torch.cat([self.scale_scorer(m) for m in maps], dim=1).softmax(dim=1)
 
     def forward(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
-        scales = self.scales(pyramid)
-        fused = (self.scale_weights(scales).unsqueeze(2) * scales).sum(dim=1)
+        maps = self.scales(pyramid)
+        beta = self.scale_weights(maps)
+        fused = sum(beta[:, l : l + 1] * m for l, m in enumerate(maps))
         return self.head(fused)
 
 
@@ -84,12 +79,8 @@ class ExpertMixture(nn.Module):
         """Group the batch by ``expert`` [B], run each group through its expert, restore order."""
         order = torch.argsort(expert, stable=True)
         counts = torch.bincount(expert, minlength=len(self.experts)).tolist()
-        outputs, start = [], 0
-        for k, n in enumerate(counts):
-            if n:
-                rows = order[start : start + n]
-                outputs.append(self.experts[k]([f[rows] for f in pyramid]))
-                start += n
+        groups = zip(*(f[order].split(counts) for f in pyramid))  # per expert: its rows of F1..F4
+        outputs = [e(list(levels)) for e, levels, n in zip(self.experts, groups, counts) if n]
         return torch.cat(outputs)[torch.argsort(order)]
 
     def forward_all(self, pyramid: list[torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,34 @@
+import subprocess
+import sys
+
+import pytest
+
+from medmoe.cli import build_parser, main
+
+SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: medmoe " + command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["config", "--preset", "huge"], "unknown preset 'huge'"),
+    (["config", "--set", "num_experts"], "--set expects key=value"),
+    (["config", "--set", "num_experts=many"], "'num_experts' must be int"),
+    (["flops", "--set", "colour=red"], "unknown config key(s): colour"),
+])
+def test_user_errors_are_one_line_with_exit_status_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("medmoe: error: ") and message in err
+
+
+def test_python_dash_m_runs_the_cli():
+    run = subprocess.run([sys.executable, "-m", "medmoe", "config", "--preset", "tiny", "--set", "bogus=1"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and "unknown config key" in run.stderr
