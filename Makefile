@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test venv clean
+.PHONY: test demo venv clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# MedSynth + a time-boxed CPU training of the `small` preset; prints checkpoint, log and R@1
+demo: $(STAMP)
+	$(BIN)/medmoe demo
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

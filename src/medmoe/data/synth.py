@@ -59,16 +59,16 @@ SPLITS = (("train", 0.8), ("val", 0.9), ("test", 1.0))  # cumulative probabiliti
 PNG_LEVEL = 1  # zlib level of the written PNGs
 
 _FOV_MM = {"xray": 400.0, "ct": 380.0, "mri": 240.0, "ultrasound": 100.0}
-_SIZE_MM = {  # equivalent diameter (mm) thresholds: small < a <= moderate < b <= large
-    "opacity": (72.0, 88.0),
-    "effusion": (43.0, 62.0),
-    "cardiomegaly": (136.0, 146.0),
-    "liver lesion": (26.0, 36.0),
-    "kidney stone": (11.0, 14.0),
-    "focal lesion": (9.0, 11.0),
-    "microbleed": (6.0, 8.0),
-    "cyst": (11.0, 14.0),
-    "solid nodule": (10.0, 13.0),
+_SIZE_MM = {  # rounded equivalent diameter (mm): small < a <= moderate < b <= large (tertiles at Difficulty())
+    "opacity": (66, 80),
+    "effusion": (48, 65),
+    "cardiomegaly": (125, 134),
+    "liver lesion": (25, 35),
+    "kidney stone": (13, 16),
+    "focal lesion": (10, 12),
+    "microbleed": (7, 8),
+    "cyst": (11, 13),
+    "solid nodule": (11, 13),
 }
 
 
@@ -97,7 +97,8 @@ class Sample:
 
 
 # ----------------------------------------------------------------------------- drawing helpers
-# Shapes are evaluated on their bounding box only: (alpha, box) pairs, box = (row slice, col slice).
+# Shapes are evaluated on their bounding box only and passed around as (array, box) pairs, where box is
+# a (row slice, column slice) of the image, or ... for the whole image.
 
 
 @lru_cache(maxsize=8)
@@ -115,9 +116,12 @@ def _polar(size, cx, cy, bins=256):
     return radius, angle, ((angle / (2 * math.pi) + 0.5) * bins).astype(np.intp) % bins
 
 
+_PHI = np.linspace(-math.pi, math.pi, 256, endpoint=False, dtype=np.float32)  # angle of each bin
+
+
 @lru_cache(maxsize=32)
 def _upsampler(n_out, n_in):
-    """[n_out, n_in] Gaussian interpolation weights: smooth upsampling by matrix product."""
+    """[n_out, n_in] Gaussian interpolation weights: smooth upsampling as a matrix product."""
     u = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
     w = np.exp(-2.0 * (u[:, None] - np.arange(n_in)[None, :]) ** 2)
     return (w / w.sum(1, keepdims=True)).astype(np.float32)
@@ -132,33 +136,58 @@ def _smooth(rng, size, cells):
     return _upsample(rng.random((cells, cells), dtype=np.float32), size)
 
 
+def _pixels(rng):
+    """Child generator for per-pixel draws: rng advances by one draw whatever the image size, so a
+    seed renders the same layout and findings at every size."""
+    return np.random.default_rng(rng.integers(1 << 63))
+
+
 def _noise(rng, size):
-    """Zero-mean, unit-variance pixel noise (uniform: 4x cheaper than Gaussian, looks the same)."""
-    return (rng.random((size, size), dtype=np.float32) - 0.5) * 3.4641
+    """Zero-mean, unit-variance pixel noise (uniform: 4x cheaper to draw than Gaussian, looks alike)."""
+    return (_pixels(rng).random((size, size), dtype=np.float32) - 0.5) * 3.4641
 
 
-def _ellipse(size, cx, cy, rx, ry, angle=0.0):
-    """Squared normalised distance from an ellipse's centre (< 1 inside) on its bounding box."""
-    c, s = math.cos(angle), math.sin(angle)
-    hx, hy = math.hypot(rx * c, ry * s), math.hypot(rx * s, ry * c)
+def _speckle(rng, size):
+    """Multiplicative ultrasound speckle with mean ~1: Rayleigh amplitudes on a coarse grid (grain
+    elongated laterally), smoothly upsampled."""
+    g = _pixels(rng).standard_normal((2, size // 2, size // 4), dtype=np.float32)
+    return _upsample(np.hypot(g[0], g[1]), size) * 0.8
+
+
+def _clamp(x, lo=0.0, hi=1.0):
+    """Clip a temporary array in place (np.clip's Python wrapper costs more than the work here)."""
+    np.maximum(x, lo, out=x)
+    return np.minimum(x, hi, out=x)
+
+
+def _box(size, cx, cy, hx, hy):
+    """Row and column slices covering the pixels within cx +- hx, cy +- hy."""
     f = size / 2
-    rows = slice(min(max(int((cy - hy + 1) * f), 0), size), min(max(int((cy + hy + 1) * f) + 1, 0), size))
-    cols = slice(min(max(int((cx - hx + 1) * f), 0), size), min(max(int((cx + hx + 1) * f) + 1, 0), size))
+
+    def span(c, h):
+        return slice(min(max(int((c - h + 1) * f), 0), size), min(max(int((c + h + 1) * f) + 1, 0), size))
+
+    return span(cy, hy), span(cx, hx)
+
+
+def _inside(size, cx, cy, rx, ry, angle=0.0, scale=1.0):
+    """scale * (1 - d2) on the bounding box of an ellipse, d2 being the squared normalised distance
+    from its centre: positive inside, 0 on the rim. Evaluated as a quadratic form (few full-size ops)."""
+    c, s = math.cos(angle), math.sin(angle)
+    box = _box(size, cx, cy, math.hypot(rx * c, ry * s), math.hypot(rx * s, ry * c))
     Y, X = _axes(size)
-    dx, dy = X[:, cols] - cx, Y[rows] - cy
+    dx, dy = X[:, box[1]] - cx, Y[box[0]] - cy
+    kx, ky = scale * ((c / rx) ** 2 + (s / ry) ** 2), scale * ((s / rx) ** 2 + (c / ry) ** 2)
+    out = (scale - ky * dy * dy) - kx * dx * dx
     if angle:
-        dx, dy = dx * c + dy * s, dy * c - dx * s
-    return (dx * (1 / rx)) ** 2 + (dy * (1 / ry)) ** 2, (rows, cols)
-
-
-def _soft(d2, edge):
-    """1 in the middle, ramping down to exactly 0 at the rim d2 = 1 (ramp `edge` wide in d2)."""
-    return np.clip((1.0 - d2) * (1.0 / edge), 0.0, 1.0)
+        out -= (2 * scale * c * s * (rx**-2 - ry**-2) * dy) * dx
+    return out, box
 
 
 def _blob(size, cx, cy, rx, ry, angle=0.0, edge=0.3):
-    d2, box = _ellipse(size, cx, cy, rx, ry, angle)
-    return _soft(d2, edge), box
+    """Soft ellipse (alpha, box): 1 in the middle, ramping down to exactly 0 at the rim (d2 from 1 - edge to 1)."""
+    t, box = _inside(size, cx, cy, rx, ry, angle, 1.0 / edge)
+    return _clamp(t), box
 
 
 def _full(size, window, box):
@@ -168,7 +197,7 @@ def _full(size, window, box):
 
 
 def _paint(img, alpha, box, value):
-    """Alpha-blend `value` into img over the box (``...`` for the whole image)."""
+    """Alpha-blend `value` into img over the box (... for the whole image)."""
     view = img[box]
     view += alpha * (value - view)
 
@@ -184,9 +213,9 @@ def _centroid(mask):
     return (ys.mean() + 0.5) * 2 / mask.shape[0] - 1, (xs.mean() + 0.5) * 2 / mask.shape[1] - 1
 
 
-def _side(mask):
-    """Radiological convention: the image left is the patient's right."""
-    return "right" if _centroid(mask)[1] < 0 else "left"
+def _side(x):
+    """Radiological convention: the image left (x < 0) is the patient's right."""
+    return "right" if x < 0 else "left"
 
 
 # ----------------------------------------------------------------------------- modalities
@@ -208,23 +237,23 @@ def _xray(rng, finding, size, d):
 
     img = np.full((size, size), 0.05, np.float32)
     body, box = _blob(size, 0, 0.25, 1.02 * w, 1.2, edge=0.15)
-    img[box] += 0.52 * body * (0.7 + 0.6 * tissue[box])
+    img[box] += body * (0.36 + 0.31 * tissue[box])
     spine, box = _blob(size, 0, 0.1, 0.07, 1.2, edge=0.6)
     img[box] += 0.06 * spine
     for s in (-1, 1):  # clavicles
         clavicle, box = _blob(size, s * 0.3 * w, -0.66, 0.3, 0.035, -0.25 * s, edge=0.6)
         img[box] += 0.06 * clavicle
-    heart_a, box = _blob(size, *heart, edge=0.25)
-    img[box] += 0.06 * heart_a
-    heart_a = _full(size, heart_a, box)
+    heart_a, heart_box = _blob(size, *heart, edge=0.25)
+    img[heart_box] += 0.06 * heart_a
+    heart_full = _full(size, heart_a, heart_box)
     air = []  # darkening by aerated lung (array, box): image left (patient right), image right
     for s in (-1, 1):
         lung, box = _blob(size, s * lung_cx, lung_cy, lung_rx, lung_ry, edge=0.15)
         y, x = Y[box[0]], X[:, box[1]]
-        diaphragm = dome + 0.03 * s + 0.2 * ((x - s * lung_cx) / lung_rx) ** 2
-        lung *= np.clip((diaphragm - y) * 25.0, 0.0, 1.0) * (1.0 - heart_a[box])
-        ribs = (0.5 + 0.5 * np.sin((y - 0.35 * x * x) * 30.0 + rib_phase)) ** 4
-        dark = lung * (0.4 - 0.16 * lung_tex[box] - 0.06 * ribs)
+        lung *= _clamp((dome + 0.03 * s - y) * 25.0 + (-5.0 / lung_rx**2) * (x - s * lung_cx) ** 2)  # diaphragm
+        lung -= heart_full[box] * lung
+        ribs = np.sin((y * 30.0 + rib_phase) - (10.5 * x) * x)
+        dark = lung * (0.4 - 0.16 * lung_tex[box] - 0.012 * (1 + ribs) ** 2)
         img[box] -= dark
         air.append((dark, box))
 
@@ -233,25 +262,40 @@ def _xray(rng, finding, size, d):
         side = int(rng.integers(2))
         cx = (2 * side - 1) * lung_cx + rng.uniform(-0.1, 0.1)
         cy = rng.uniform(-0.45, -0.2) if rng.random() < 0.5 else rng.uniform(0.05, 0.3)
-        rx = rng.uniform(0.14, 0.26) * d.lesion_scale
+        rx = _min_r(rng.uniform(0.14, 0.26) * d.lesion_scale, size)
         blob = _full(size, *_blob(size, cx, cy, rx, rx * rng.uniform(0.8, 1.3), rng.uniform(0, math.pi), edge=1.0))
-        a = blob * _full(size, *air[side]) * np.clip(0.2 + 1.6 * _smooth(rng, size, 10), 0.0, 1.0)
-        img += 0.8 * d.contrast * a  # consolidation replaces most of the air
+        a = blob * _full(size, *air[side]) * _clamp(0.2 + 1.6 * _smooth(rng, size, 10))
+        img += (0.8 * d.contrast) * a  # consolidation replaces most of the air
         mask = a > 0
-        location = f"{_side(mask)} {'upper' if _centroid(mask)[0] < 0 else 'lower'} zone"
+        y, x = _centroid(mask)
+        location = f"{_side(x)} {'upper' if y < 0 else 'lower'} zone"
     elif finding == "effusion":
         side = int(rng.integers(2))
-        s, h = 2 * side - 1, rng.uniform(0.12, 0.4) * d.lesion_scale
+        s, h = 2 * side - 1, max(rng.uniform(0.1, 0.38) * d.lesion_scale, 0.1)  # at least a blunted angle
         dark, box = air[side]
-        lateral = np.clip((X[:, box[1]] - s * lung_cx) * (s / lung_rx), 0.0, 1.0)
-        level = dome + 0.03 * s + 0.2 - h * (1 + 0.4 * lateral**2)  # meniscus rises laterally
-        a = np.clip((Y[box[0]] - level) * 30.0, 0.0, 1.0) * dark
+        lateral = _clamp((X[:, box[1]] - s * lung_cx) * (s / lung_rx))
+        level = dome + 0.03 * s + 0.06 - h * (1 + 0.5 * lateral**2)  # meniscus rises laterally
+        a = _clamp((Y[box[0]] - level) * 30.0) * dark
         img[box] += d.contrast * a  # fluid replaces the air
-        mask, location = _full(size, a > 0, box), ("right" if s < 0 else "left")
+        mask, location = _full(size, a > 0, box), _side(s)
     elif finding == "cardiomegaly":
-        mask = heart_a > 0
+        mask = heart_full > 0
     img += (0.012 * d.noise) * noise
     return img, mask, location
+
+
+@lru_cache(maxsize=8)
+def _ct_fixed(size):
+    """Posterior structures that do not vary between patients, as img -> img * keep + add."""
+    zero, one = np.zeros((size, size), np.float32), np.ones((size, size), np.float32)
+    for shape, value in [((-0.18, 0.5, 0.13, 0.1), 0.5), ((0.18, 0.5, 0.13, 0.1), 0.5),  # paraspinal muscles
+                         ((0, 0.35, 0.12, 0.11), 0.92), ((0, 0.35, 0.09, 0.08), 0.78),  # vertebral body
+                         ((0, 0.6, 0.03, 0.09), 0.88), ((0, 0.5, 0.045, 0.04), 0.3),  # spinous process, canal
+                         ((0.07, 0.18, 0.06, 0.06), 0.8), ((-0.1, 0.18, 0.065, 0.05), 0.62)]:  # aorta, IVC
+        alpha, box = _blob(size, *shape, edge=0.25)
+        for layer in (zero, one):
+            _paint(layer, alpha, box, value)
+    return one - zero, zero
 
 
 def _ct(rng, finding, size, d):
@@ -265,20 +309,16 @@ def _ct(rng, finding, size, d):
     _paint(img, *_blob(size, 0, 0.05, 0.85 * w, 0.61 * h, edge=0.08), 0.5)  # abdominal wall
     cavity = _full(size, *_blob(size, 0, 0.06, 0.79 * w, 0.56 * h, edge=0.08))
     _paint(img, cavity, ..., 0.3)
-    _paint(img, cavity * np.clip((bowel - 0.45) * 8.0, 0.0, 1.0), ..., 0.5)  # bowel loops
+    _paint(img, cavity * _clamp((bowel - 0.45) * 8.0), ..., 0.5)  # bowel loops
     liver = np.maximum(_full(size, *_blob(size, liver_x, -0.08, 0.37, 0.38, 0.2, edge=0.15)),
-                       _full(size, *_blob(size, 0.1, -0.3, 0.32, 0.14, 0.15, edge=0.3))) * cavity
+                       _full(size, *_blob(size, 0.1, -0.3, 0.32, 0.14, 0.15, edge=0.3)))
+    liver *= cavity
     _paint(img, liver, ..., 0.58 + 0.08 * liver_tex)
     spleen, box = _blob(size, 0.6, -0.04, 0.13, 0.24, -0.3, edge=0.2)
     _paint(img, spleen * cavity[box], box, 0.58)
-    for s in (-1, 1):
-        _paint(img, *_blob(size, s * 0.18, 0.5, 0.13, 0.1, edge=0.2), 0.5)  # paraspinal muscle
-    _paint(img, *_blob(size, 0, 0.35, 0.12, 0.11, edge=0.2), 0.92)  # vertebral body
-    _paint(img, *_blob(size, 0, 0.35, 0.09, 0.08, edge=0.3), 0.78)
-    _paint(img, *_blob(size, 0, 0.6, 0.03, 0.09, edge=0.3), 0.88)  # spinous process
-    _paint(img, *_blob(size, 0, 0.5, 0.045, 0.04, edge=0.3), 0.3)  # spinal canal
-    _paint(img, *_blob(size, 0.07, 0.18, 0.06, 0.06, edge=0.3), 0.8)  # aorta
-    _paint(img, *_blob(size, -0.1, 0.18, 0.065, 0.05, edge=0.3), 0.62)  # IVC
+    keep, add = _ct_fixed(size)
+    img *= keep
+    img += add
     kidneys = []  # image left (patient right), image right
     for s in (-1, 1):
         kidney, box = _blob(size, s * 0.38, kidney_y, 0.11, 0.16, 0.35 * s, edge=0.25)
@@ -294,23 +334,30 @@ def _ct(rng, finding, size, d):
         else:
             cx, cy, r = rng.uniform(0.08, 0.22), rng.uniform(-0.34, -0.26), rng.uniform(0.04, 0.07)
         r = _min_r(r * d.lesion_scale, size)
-        a = _full(size, *_blob(size, cx, cy, r, r * rng.uniform(0.8, 1.2), edge=0.5)) * liver
-        img -= 0.16 * d.contrast * a
-        mask = a > 0
-        location = f"{_side(mask)} hepatic lobe"
+        a, box = _blob(size, cx, cy, r, r * rng.uniform(0.8, 1.2), edge=0.5)
+        a *= liver[box]
+        img[box] -= (0.16 * d.contrast) * a
+        mask = _full(size, a > 0, box)
+        location = f"{_side(_centroid(mask)[1])} hepatic lobe"
     elif finding == "kidney stone":
         side = int(rng.integers(2))
-        cx = (2 * side - 1) * rng.uniform(0.33, 0.42)
+        cx, cy = (2 * side - 1) * rng.uniform(0.33, 0.42), kidney_y + rng.uniform(-0.07, 0.07)
         r = _min_r(rng.uniform(0.025, 0.05) * d.lesion_scale, size)
-        a = _full(size, *_blob(size, cx, kidney_y + rng.uniform(-0.07, 0.07), r, r, edge=0.4)) * _full(size, *kidneys[side])
-        img += 0.3 * d.contrast * a
+        a = _full(size, *_blob(size, cx, cy, r, r, edge=0.4)) * _full(size, *kidneys[side])
+        img += (0.3 * d.contrast) * a
         mask = a > 0
-        location = f"{_side(mask)} kidney"
+        location = f"{_side(_centroid(mask)[1])} kidney"
     img += (0.035 * d.noise) * noise
     return img, mask, location
 
 
-_MRI_LAYERS = np.array([0.64, 0.15, 0.07, 0.5, 0.0], np.float32)  # grey matter, CSF, skull, scalp, air
+def _mri_radial(n=1024):
+    """Intensity by squared head radius (n bins over [0, 1]): grey matter, CSF, skull, scalp, air."""
+    r = np.sqrt((np.arange(n + 1) + 0.5) / n)
+    return np.select([r < 0.88, r < 0.91, r < 0.95, r < 1.0], [0.64, 0.15, 0.07, 0.5], 0.0).astype(np.float32)
+
+
+_MRI_RADIAL = _mri_radial()
 
 
 def _mri(rng, finding, size, d):
@@ -321,18 +368,18 @@ def _mri(rng, finding, size, d):
     gyri = _upsampler(256, 12) @ rng.random(12, dtype=np.float32)  # smooth random profile over angle
     tex, noise = _smooth(rng, size, 8), _noise(rng, size)
 
-    phi = np.linspace(-math.pi, math.pi, 256, endpoint=False, dtype=np.float32)
-    r = np.sqrt((X * (1 / (0.74 * w))) ** 2 + (Y * (1 / (0.9 * w))) ** 2)  # radius in head units
-    folds = np.sin(21 * phi + 2 * np.sin(3 * phi + p[0]) + p[1])  # gyri at +1, sulci at -1
-    cortex = (0.72 + 0.08 * gyri + 0.05 * folds)[bins]  # grey-white boundary
-    sulci = (folds < -0.8)[bins] & (r > cortex + 0.015)
-    falx = (np.abs(X) < 1.0 / size) & (np.abs(Y) > 0.35)
-    img = _MRI_LAYERS[np.digitize(r, (0.88, 0.91, 0.95, 1.0))]
-    img[(sulci | falx) & (r < 0.88)] = 0.15
-    img[r < cortex] = 0.46  # white matter
+    folds = np.sin(21 * _PHI + 2 * np.sin(3 * _PHI + p[0]) + p[1])  # gyri at +1, sulci at -1
+    cortex = 0.72 + 0.08 * gyri + 0.05 * folds  # grey-white boundary radius per angle
+    cleft = np.where(folds < -0.8, (cortex + 0.015) ** 2, np.inf)  # sulci reach down to the white matter
+    cleft[np.abs(np.sin(_PHI)) < 0.025] = 0.3**2  # interhemispheric fissure
+    r2 = (X * X) * (0.74 * w) ** -2 + (Y * Y) * (0.9 * w) ** -2  # squared radius in head units
+    n = len(_MRI_RADIAL) - 1
+    img = _MRI_RADIAL[np.minimum(r2 * n, n).astype(np.intp)]
+    img[r2 < (cortex**2)[bins]] = 0.46  # white matter
+    img[(r2 > cleft[bins]) & (r2 < 0.88**2)] = 0.15  # CSF in sulci
     for s in (-1, 1):  # lateral ventricles
-        d2, box = _ellipse(size, s * 0.09, -0.04, 0.05 * w, 0.2 * w, -0.25 * s)
-        img[box][d2 < 1] = 0.12
+        t, box = _inside(size, s * 0.09, -0.04, 0.05 * w, 0.2 * w, -0.25 * s)
+        img[box][t > 0] = 0.12
     img *= 0.94 + 0.12 * tex
 
     mask, location = None, None
@@ -344,14 +391,14 @@ def _mri(rng, finding, size, d):
         if finding == "focal lesion":
             r = _min_r(rng.uniform(0.025, 0.05) * d.lesion_scale, size)
             a, box = _blob(size, cx, cy, r, r * rng.uniform(1, 1.6), rng.uniform(0, math.pi), edge=0.5)
-            img[box] += 0.32 * d.contrast * a
+            img[box] += (0.32 * d.contrast) * a
         else:
             r = _min_r(rng.uniform(0.02, 0.035) * d.lesion_scale, size)
             a, box = _blob(size, cx, cy, r, r, edge=0.3)
-            img[box] -= 0.4 * d.contrast * a
+            img[box] -= (0.4 * d.contrast) * a
         mask = _full(size, a > 0, box)
-        y = _centroid(mask)[0]
-        location = f"{_side(mask)} {'frontal' if y < -0.2 else 'occipital' if y > 0.25 else 'parietal'} lobe"
+        y, x = _centroid(mask)
+        location = f"{_side(x)} {'frontal' if y < -0.2 else 'occipital' if y > 0.25 else 'parietal'} lobe"
     img += (0.02 * d.noise) * noise
     return img, mask, location
 
@@ -361,9 +408,9 @@ _APEX = (0.0, -1.05)  # ultrasound transducer, just above the image
 
 @lru_cache(maxsize=8)
 def _sector(size):
-    """Fixed fan geometry: sector alpha times depth gain (brighter near field)."""
+    """Fixed fan: sector alpha times depth gain (brighter near field)."""
     R, T, _ = _polar(size, *_APEX)
-    return (_soft((T / 0.7) ** 2, 0.05) * (R > 0.1) * (R < 2.0) * (1.15 - 0.3 * R)).astype(np.float32)
+    return (_clamp((1 - (T / 0.7) ** 2) * 20) * (R < 2.0) * (1.15 - 0.3 * R)).astype(np.float32)
 
 
 def _ultrasound(rng, finding, size, d):
@@ -371,16 +418,16 @@ def _ultrasound(rng, finding, size, d):
     p = rng.uniform(0, 2 * math.pi, 2).tolist()
     deep = 1.45 + 0.05 * rng.standard_normal()
     tex = _smooth(rng, size, 6)
-    g = rng.standard_normal((2, size // 2, size // 4), dtype=np.float32)
-    speckle = _upsample(np.hypot(g[0], g[1]), size)  # Rayleigh grain, elongated laterally
+    speckle = _speckle(rng, size)
 
-    phi = np.linspace(-math.pi, math.pi, 256, endpoint=False, dtype=np.float32)
-    fascia = (0.36 + 0.03 * np.sin(4 * phi + p[0]))[bins]
-    interface = (deep + 0.08 * np.sin(3 * phi + p[1]))[bins]
-    echo = np.where(R < fascia, 0.3, 0.55 * (0.75 + 0.5 * tex))
-    echo[R < 0.15] = 0.9  # skin
-    echo[R > interface] = 0.4
-    echo += 0.6 * np.clip(1 - np.abs(R - fascia) * 30, 0, 1) + 0.7 * np.clip(1 - np.abs(R - interface) * 25, 0, 1)
+    fascia = (0.36 + 0.03 * np.sin(4 * _PHI + p[0]))[bins]
+    interface = (deep + 0.08 * np.sin(3 * _PHI + p[1]))[bins]
+    echo = 0.41 + 0.28 * tex  # parenchyma
+    echo[R < fascia] = 0.3  # subcutaneous fat
+    echo[R > interface] = 0.4  # deep layer
+    fascia -= R
+    interface -= R
+    echo += _clamp(0.6 - 18 * np.abs(fascia)) + _clamp(0.7 - 17.5 * np.abs(interface))  # bright echoes
 
     mask, location = None, None
     if finding != "normal":
@@ -390,28 +437,31 @@ def _ultrasound(rng, finding, size, d):
             r = _min_r(rng.uniform(0.08, 0.17) * d.lesion_scale, size)
             a = _full(size, *_blob(size, cx, cy, r, r * rng.uniform(0.8, 1.1), edge=0.15))
             rc, tc = math.hypot(cx - _APEX[0], cy - _APEX[1]), math.atan2(cx - _APEX[0], cy - _APEX[1])
-            behind = np.clip((1 - np.abs(T - tc) * (rc / r)) * 3, 0, 1) * np.clip((R - rc - 0.5 * r) * 20, 0, 1)
-            echo *= np.clip(1 - 0.92 * d.contrast * a, 0, None) * (1 + 0.35 * d.contrast * behind * (1 - a))
+            behind = _clamp((1 - np.abs(T - tc) * (rc / r)) * 3) * _clamp((R - rc - 0.5 * r) * 20)
+            echo *= _clamp(1 - (0.92 * d.contrast) * a, 0, np.inf) * (1 + (0.35 * d.contrast) * behind * (1 - a))
         else:
             r = _min_r(rng.uniform(0.08, 0.15) * d.lesion_scale, size)
-            d2, box = _ellipse(size, cx, cy, 1.4 * r, 1.4 * r)  # box around the lobulated outline
             Y, X = _axes(size)
+            box = _box(size, cx, cy, 1.4 * r, 1.4 * r)  # around the lobulated outline
             dx, dy = X[:, box[1]] - cx, Y[box[0]] - cy
             phi, q = np.arctan2(dy, dx), rng.uniform(0, 2 * math.pi, 3).tolist()
             edge = r * (1 + 0.15 * np.sin(3 * phi + q[0]) + 0.08 * np.sin(5 * phi + q[1]) + 0.05 * np.sin(9 * phi + q[2]))
-            a = _full(size, _soft((dx * dx + dy * dy) / (edge * edge), 0.4), box)
-            echo *= 1 - 0.5 * d.contrast * a * (0.6 + 0.8 * _smooth(rng, size, 5))
+            a = _full(size, _clamp((1 - (dx * dx + dy * dy) / (edge * edge)) * 2.5), box)
+            echo *= 1 - (0.5 * d.contrast) * a * (0.6 + 0.8 * _smooth(rng, size, 5))
         mask = (a > 0) & (_sector(size) > 0)
         location = "superficial" if _centroid(mask)[0] < 0 else "deep"
-    return _sector(size) * echo * np.clip(1 + (0.9 * d.noise) * (speckle * 0.8 - 1), 0, None), mask, location
+    echo *= _sector(size)
+    echo *= _clamp(1 + (0.9 * d.noise) * (speckle - 1), 0, np.inf)
+    return echo, mask, location
 
 
 _RENDER = {"xray": _xray, "ct": _ct, "mri": _mri, "ultrasound": _ultrasound}
 
 # ----------------------------------------------------------------------------- reports
-# Templates are filled with {size} (size word), {mm} (equivalent diameter) and {loc} (location), then
-# capitalised. A report: optional technique, the finding, negations of absent findings, a few normal
-# statements (plus an impression if normal), shuffled, 8-30 words.
+# A report (8-30 words): sometimes the technique, then in random order the finding sentence (often
+# first), negations of most absent findings and a few normal statements; normal studies end with an
+# impression. Finding templates are filled with {size} (size word), {mm} (rounded equivalent
+# diameter) and {loc} (location), then capitalised.
 
 _TECHNIQUE = {
     "xray": ("PA chest radiograph.", "Frontal chest radiograph.", "AP portable chest X-ray.", "Chest X-ray, PA view."),
@@ -473,18 +523,18 @@ def _report(rng, modality, finding, location, size_word, mm):
     absent = [f for f in FINDINGS[modality][1:] if f != finding]
     body = [_pick(rng, _NEGATIVE[f]) for f in absent if rng.random() < 0.75] or [_pick(rng, _NEGATIVE[absent[0]])]
     body += [s for s in _NORMAL[modality] if rng.random() < 0.3]
+    spare = [s for s in _NORMAL[modality] if s not in body]
+    while len(" ".join(body).split()) < 6:
+        body.append(spare.pop())
     rng.shuffle(body)
-    key = _pick(rng, _IMPRESSION[modality])
     if finding == "normal":
+        key = _pick(rng, _IMPRESSION[modality])
         body.append(key)
     else:
         size = _SEVERITY[size_word] if finding == "cardiomegaly" else size_word
         key = _pick(rng, _POSITIVE[finding]).format(size=size, mm=mm, loc=location)
         key = key[0].upper() + key[1:]
         body.insert(0 if rng.random() < 0.6 else int(rng.integers(len(body) + 1)), key)
-    fillers = [s for s in _NORMAL[modality] if s not in body]
-    while len(" ".join(body).split()) < 8:
-        body.append(fillers.pop())
     if rng.random() < 0.5:
         body.insert(0, _pick(rng, _TECHNIQUE[modality]))
     while len(" ".join(body).split()) > 30:  # text-encoder budget: drop other sentences from the end

@@ -1,6 +1,8 @@
 """Grey image [H, W] in [0, 1] -> model input [3, S, S], in plain torch (no torchvision)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,3 +22,22 @@ def to_model_input(image: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     top, left = (new[0] - size) // 2, (new[1] - size) // 2
     x = x[:, top : top + size, left : left + size].clamp(0, 1)
     return (x.expand(3, -1, -1) - MEAN) / STD
+
+
+def augment(image: np.ndarray, size: int, generator: torch.Generator,
+            scale: tuple[float, float] = (0.7, 1.0), jitter: float = 0.1) -> torch.Tensor:
+    """Train-time view: random resized crop (70-100 % of the area, aspect 3:4-4:3) and a small
+    brightness/contrast jitter. No flips (reports say left and right) and no colour tricks."""
+    x = torch.as_tensor(image, dtype=torch.float32)
+    h, w = x.shape
+    u = torch.rand(5, generator=generator).tolist()
+    area = h * w * (scale[0] + (scale[1] - scale[0]) * u[0])
+    aspect = math.exp(math.log(3 / 4) + math.log(16 / 9) * u[1])
+    ch, cw = min(h, round(math.sqrt(area / aspect))), min(w, round(math.sqrt(area * aspect)))
+    top, left = int(u[2] * (h - ch + 1)), int(u[3] * (w - cw + 1))
+    x = x[top : top + ch, left : left + cw]
+    contrast = 1 + jitter * (2 * u[4] - 1)
+    brightness = jitter * (2 * torch.rand(1, generator=generator).item() - 1)
+    x = (x - 0.5) * contrast + 0.5 + brightness
+    return to_model_input(F.interpolate(x[None, None], size=(size, size), mode="bilinear", antialias=True,
+                                        align_corners=False)[0, 0], size)

@@ -1,0 +1,76 @@
+"""Image-report pairs as tensors, and the deterministic, resumable batch order of training."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from .io import ImageLoadError, load_image
+from .manifest import Row
+from .transforms import augment, to_model_input
+
+
+class ImageReportDataset(torch.utils.data.Dataset):
+    """``dataset[(i, seed)]`` -> dict(image [3, S, S], report, modality index, row); an unreadable
+    image gives dict(row, error) instead, for the collate function to skip and count.
+
+    ``seed`` drives the augmentation of this one draw, so a batch looks the same whichever worker
+    loads it and whether or not the run was resumed. ``seed=None`` means no augmentation.
+    """
+
+    def __init__(self, rows: list[Row], image_size: int, modalities: list[str]):
+        self.rows, self.image_size = rows, image_size
+        self.modality_index = {m: i for i, m in enumerate(modalities)}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        row = self.rows[index]
+        try:
+            image = load_image(row.image)
+        except ImageLoadError as exc:
+            return {"row": row.row, "error": str(exc)}
+        if seed is None:
+            x = to_model_input(image, self.image_size)
+        else:
+            x = augment(image, self.image_size, torch.Generator().manual_seed(seed))
+        return {"image": x, "report": row.report, "modality": self.modality_index.get(row.modality, -1),
+                "row": row.row}
+
+
+def collate(items: list[dict]) -> dict:
+    good = [it for it in items if "error" not in it]
+    return {
+        "images": torch.stack([it["image"] for it in good]) if good else torch.empty(0),
+        "reports": [it["report"] for it in good],
+        "modality": torch.tensor([it["modality"] for it in good], dtype=torch.long),
+        "rows": [it["row"] for it in good],
+        "skipped": [{"row": it["row"], "reason": it["error"]} for it in items if "error" in it],
+    }
+
+
+class ResumableBatches(torch.utils.data.Sampler):
+    """Endless batches of (index, augmentation seed) from step ``start`` on.
+
+    Epoch e is the permutation drawn from (seed, e); step s is batch s mod steps-per-epoch of
+    its epoch. The order is a pure function of (seed, step): resuming at step k replays exactly
+    what an uninterrupted run sees from step k.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0):
+        if n < batch_size:
+            raise ValueError(f"batch size {batch_size} is larger than the {n} usable training rows")
+        self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start
+        self.steps_per_epoch = n // batch_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start
+        while True:
+            epoch, pos = divmod(step, self.steps_per_epoch)
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
+            for b in range(pos, self.steps_per_epoch):
+                idx = order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+                yield [(i, (self.seed * 1000003 + step) * 4099 + i) for i in idx]
+                step += 1

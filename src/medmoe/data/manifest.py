@@ -1,0 +1,135 @@
+"""Manifests: JSONL or CSV tables of image-report pairs (paths relative to the manifest).
+
+Columns: ``image``, ``report`` (required); ``modality``, ``split``, ``labels``, ``mask``
+(optional). Bad rows never stop a run: each is skipped with its row number and reason.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .io import ImageLoadError, is_dicom, load_image
+from .modality import normalise_modality
+
+
+class ManifestError(ValueError):
+    """The manifest as a whole cannot be used (missing file, no usable row)."""
+
+
+@dataclass
+class Row:
+    row: int  # 1-based data row number in the manifest
+    image: Path
+    report: str
+    modality: str | None = None
+    split: str | None = None
+    labels: list = field(default_factory=list)
+    mask: Path | None = None
+
+
+@dataclass
+class Manifest:
+    path: Path
+    rows: list[Row]  # usable rows
+    unusable: list[dict]  # {"row": n, "reason": "..."}
+
+    @property
+    def total(self) -> int:
+        return len(self.rows) + len(self.unusable)
+
+    def split(self, name: str) -> list[Row]:
+        """Rows of split ``name``; without split labels, every row is in ``train``."""
+        if not any(r.split for r in self.rows):
+            return list(self.rows) if name == "train" else []
+        return [r for r in self.rows if r.split == name]
+
+    def per_modality(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.rows:
+            counts[r.modality or "unknown"] = counts.get(r.modality or "unknown", 0) + 1
+        return dict(sorted(counts.items()))
+
+    def summary(self) -> dict:
+        return {"rows": self.total, "usable": len(self.rows), "per_modality": self.per_modality(),
+                "unusable": self.unusable}
+
+
+def _records(path: Path):
+    """(row number, dict or error string) for each data row of a JSONL or CSV file."""
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            for n, rec in enumerate(csv.DictReader(f), start=1):
+                yield n, rec
+        return
+    with open(path, encoding="utf-8") as f:
+        n = 0
+        for line in f:
+            if not line.strip():
+                continue
+            n += 1
+            try:
+                rec = json.loads(line)
+                yield n, rec if isinstance(rec, dict) else "row is not a JSON object"
+            except json.JSONDecodeError as exc:
+                yield n, f"invalid JSON ({exc.msg})"
+
+
+def _labels(value) -> list:
+    if isinstance(value, list):
+        return value
+    if not value:
+        return []
+    text = str(value).strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [v.strip() for v in text.split(";") if v.strip()]
+
+
+def _dicom_modality(path: Path) -> str | None:
+    import pydicom
+
+    return normalise_modality(getattr(pydicom.dcmread(path, stop_before_pixels=True), "Modality", None))
+
+
+def _parse(rec: dict, n: int, root: Path, decode: bool) -> Row:
+    """A usable Row, or ValueError with the reason."""
+    image = str(rec.get("image") or "").strip()
+    if not image:
+        raise ValueError("missing 'image'")
+    report = str(rec.get("report") or "").strip()
+    if not any(ch.isalnum() for ch in report):
+        raise ValueError("empty report")
+    path = (root / image).resolve()
+    if not path.is_file():
+        raise ValueError(f"image file not found: {image}")
+    raw_modality = rec.get("modality")
+    modality = normalise_modality(raw_modality)
+    if raw_modality and modality is None:
+        raise ValueError(f"unknown modality {raw_modality!r}")
+    if modality is None and is_dicom(path):
+        modality = _dicom_modality(path)
+    if decode:
+        load_image(path)
+    mask = rec.get("mask")
+    return Row(n, path, report, modality, (str(rec.get("split") or "").strip() or None), _labels(rec.get("labels")),
+               (root / mask).resolve() if mask else None)
+
+
+def read_manifest(path: str | Path, decode: bool = False) -> Manifest:
+    """Read every row; ``decode=True`` also decodes each image (what ``medmoe data check`` does)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    rows, unusable = [], []
+    for n, rec in _records(path):
+        try:
+            if isinstance(rec, str):
+                raise ValueError(rec)
+            rows.append(_parse(rec, n, path.parent, decode))
+        except ImageLoadError as exc:
+            unusable.append({"row": n, "reason": str(exc).split(": ", 1)[-1]})
+        except (ValueError, OSError) as exc:
+            unusable.append({"row": n, "reason": str(exc)})
+    return Manifest(path, rows, unusable)

@@ -1,0 +1,1 @@
+"""The trainer: loop, checkpoints (and, later, distributed helpers)."""

@@ -1,0 +1,213 @@
+"""MedSynth: determinism, splits, balance, and agreement of masks, reports and images."""
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medmoe.data.synth import FINDINGS, MODALITIES, Difficulty, Sample, generate, render_sample
+
+ABNORMAL = [(m, f) for m in MODALITIES for f in FINDINGS[m][1:]]
+SIZE_WORDS = {"small": ("small", "mild"), "moderate": ("moderate",), "large": ("large", "marked")}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """300 samples at 96 px: (folder, manifest rows)."""
+    root = tmp_path_factory.mktemp("medsynth")
+    manifest = generate(root, 300, seed=0, size=96, progress=False)
+    return root, [json.loads(line) for line in manifest.read_text().splitlines()]
+
+
+def load_mask(root, row):
+    mask = np.asarray(Image.open(root / row["mask"]))
+    assert set(np.unique(mask)) <= {0, 255}
+    return mask > 0
+
+
+def centroid(mask):
+    """(row, column) of the mask centroid as fractions of the image height and width."""
+    ys, xs = np.nonzero(mask)
+    return (ys.mean() + 0.5) / mask.shape[0], (xs.mean() + 0.5) / mask.shape[1]
+
+
+def samples(modality, finding, n, size=96, difficulty=Difficulty(), seed=0):
+    return [render_sample(np.random.default_rng([seed, i]), modality, finding, size, difficulty) for i in range(n)]
+
+
+def test_public_constants():
+    assert MODALITIES == ("xray", "ct", "mri", "ultrasound")
+    for m in MODALITIES:
+        assert FINDINGS[m][0] == "normal" and len(FINDINGS[m]) >= 3 and len(set(FINDINGS[m])) == len(FINDINGS[m])
+    assert Difficulty() == Difficulty(noise=1.0, contrast=1.0, lesion_scale=1.0)
+    with pytest.raises(ValueError):
+        render_sample(np.random.default_rng(0), "mri", "cyst", 96, Difficulty())
+
+
+def test_manifest_rows_and_files(dataset):
+    root, rows = dataset
+    assert len(rows) == 300
+    for i, row in enumerate(rows):
+        assert row["image"] == f"images/{i:06d}.png"
+        assert row["finding"] in FINDINGS[row["modality"]] and row["labels"] == [row["finding"]]
+        image = Image.open(root / row["image"])
+        assert image.mode == "L" and image.size == (96, 96)
+        if row["finding"] == "normal":
+            assert row["mask"] is None and row["location"] is None and row["size"] is None
+        else:
+            assert row["mask"] == f"masks/{i:06d}.png" and row["size"] in SIZE_WORDS
+            assert load_mask(root, row).any()
+    n_abnormal = sum(row["finding"] != "normal" for row in rows)
+    assert len(list((root / "masks").iterdir())) == n_abnormal
+
+
+def test_same_seed_is_byte_identical_and_prefix_stable(tmp_path):
+    a = generate(tmp_path / "a", 24, seed=5, progress=False)
+    b = generate(tmp_path / "b", 24, seed=5, progress=False)
+    short = generate(tmp_path / "short", 9, seed=5, progress=False)
+    other = generate(tmp_path / "other", 24, seed=6, progress=False)
+    assert a.read_bytes() == b.read_bytes()
+    assert a.read_text().splitlines()[:9] == short.read_text().splitlines()  # sample i ignores n
+    for sub in ("images", "masks"):
+        names = sorted(p.name for p in (tmp_path / "a" / sub).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / "b" / sub).iterdir())
+        for name in names:
+            assert (tmp_path / "a" / sub / name).read_bytes() == (tmp_path / "b" / sub / name).read_bytes()
+            if (tmp_path / "short" / sub / name).exists():
+                assert (tmp_path / "a" / sub / name).read_bytes() == (tmp_path / "short" / sub / name).read_bytes()
+    assert a.read_text() != other.read_text()
+    assert (tmp_path / "a/images/000000.png").read_bytes() != (tmp_path / "other/images/000000.png").read_bytes()
+
+
+def test_png_matches_rendered_sample(tmp_path):
+    """The written files decode (with Pillow) to exactly what render_sample returns."""
+    manifest = generate(tmp_path, 6, seed=2, progress=False)
+    for i, row in enumerate(json.loads(line) for line in manifest.read_text().splitlines()):
+        rng = np.random.default_rng([2, i])
+        rng.random(), rng.integers(4), rng.random()  # split, modality, normal-or-not
+        if row["finding"] != "normal":
+            rng.integers(len(FINDINGS[row["modality"]]) - 1)
+        sample = render_sample(rng, row["modality"], row["finding"], 96, Difficulty())
+        assert isinstance(sample, Sample) and sample.report == row["report"]
+        assert np.array_equal(np.asarray(Image.open(tmp_path / row["image"])), sample.image)
+        if sample.mask is not None:
+            assert np.array_equal(load_mask(tmp_path, row), sample.mask)
+
+
+def test_splits_modalities_and_findings_are_balanced(dataset):
+    _, rows = dataset
+    splits = Counter(row["split"] for row in rows)
+    assert abs(splits["train"] / 300 - 0.8) < 0.07
+    assert abs(splits["val"] / 300 - 0.1) < 0.05 and abs(splits["test"] / 300 - 0.1) < 0.05
+    modalities = Counter(row["modality"] for row in rows)
+    assert set(modalities) == set(MODALITIES) and all(45 <= c <= 105 for c in modalities.values())
+    for m in MODALITIES:
+        findings = Counter(row["finding"] for row in rows if row["modality"] == m)
+        assert 0.2 < findings["normal"] / modalities[m] < 0.47
+        assert set(findings) == set(FINDINGS[m])
+
+
+def test_reports_name_finding_location_and_size(dataset):
+    root, rows = dataset
+    for row in rows:
+        report = row["report"]
+        assert 8 <= len(report.split()) <= 30, report
+        if row["finding"] == "normal":
+            assert re.search(r"\bno\b|normal|unremarkable", report.lower()), report
+            continue
+        assert row["finding"] in report.lower(), report
+        if row["location"]:
+            assert row["location"] in report, report
+        mm = re.search(r"(\d+) mm", report)
+        assert mm or any(w in report.lower() for w in SIZE_WORDS[row["size"]]), report
+        if mm:  # the measurement is the mask's equivalent-circle diameter
+            area = load_mask(root, row).sum()
+            fov = {"ct": 380, "mri": 240, "ultrasound": 100}[row["modality"]]
+            assert int(mm.group(1)) == round(2 * math.sqrt(area / math.pi) * fov / 96), report
+
+
+def test_location_words_agree_with_mask_centroid(dataset):
+    """Radiological convention: the patient's right is the image left."""
+    root, rows = dataset
+    checked = Counter()
+    for row in rows:
+        if row["finding"] == "normal" or row["location"] is None:
+            continue
+        y, x = centroid(load_mask(root, row))
+        words = row["location"].split()
+        if "right" in words:
+            assert x < 0.5, row
+        if "left" in words:
+            assert x > 0.5, row
+        if {"upper", "superficial"} & set(words):
+            assert y < 0.5, row
+        if {"lower", "deep"} & set(words):
+            assert y > 0.5, row
+        if "frontal" in words:
+            assert y < 0.4, row
+        if "occipital" in words:
+            assert y > 0.625, row
+        checked.update(words)
+    assert min(checked[w] for w in ("left", "right", "superficial", "deep")) > 0
+
+
+@pytest.mark.parametrize("modality,finding", ABNORMAL)
+def test_mask_covers_drawn_finding(modality, finding):
+    """Rendering 'normal' from the same generator state changes pixels only inside the mask
+    (for a cyst, also behind it: posterior acoustic enhancement)."""
+    for seed in range(4):
+        sick = render_sample(np.random.default_rng(seed), modality, finding, 96, Difficulty())
+        healthy = render_sample(np.random.default_rng(seed), modality, "normal", 96, Difficulty())
+        assert healthy.mask is None and sick.mask.dtype == bool and sick.mask.any()
+        changed = sick.image != healthy.image
+        assert (changed & sick.mask).any()
+        outside = changed & ~sick.mask
+        if finding == "cyst":
+            outside[np.nonzero(sick.mask.any(1))[0].min():] = False
+        assert not outside.any()
+
+
+@pytest.mark.parametrize("modality,finding", ABNORMAL)
+def test_size_words_bucket_mask_area(modality, finding):
+    ranked = sorted((s.mask.sum(), s.size_word) for s in samples(modality, finding, 40, seed=1))
+    order = [list(SIZE_WORDS).index(word) for _, word in ranked]
+    assert order == sorted(order)  # small < moderate < large in mask area
+    assert all(order.count(k) >= 4 for k in range(3))  # every bucket used at the default difficulty
+
+
+def test_finding_area_orders_by_modality():
+    """Large diffuse chest findings, medium abdominal lesions, small brain foci."""
+    median = {m: np.median([s.mask.mean() for f in FINDINGS[m][1:] for s in samples(m, f, 12)]) for m in MODALITIES}
+    assert median["xray"] > 2 * median["ct"] > 4 * median["mri"]
+
+
+def test_layout_scales_with_image_size():
+    for m, f in ABNORMAL:
+        small, large = samples(m, f, 3, size=96), samples(m, f, 3, size=224)
+        for a, b in zip(small, large):
+            assert a.location == b.location
+            assert b.mask.mean() == pytest.approx(a.mask.mean(), rel=0.35)
+            assert b.image.shape == (224, 224)
+
+
+def test_difficulty_knobs():
+    rng = lambda: np.random.default_rng(3)  # noqa: E731
+    healthy = render_sample(rng(), "ct", "normal", 96, Difficulty())
+    invisible = render_sample(rng(), "ct", "liver lesion", 96, Difficulty(contrast=0.0))
+    assert np.array_equal(invisible.image, healthy.image) and invisible.mask.any()
+    bigger = [s.mask.sum() for s in samples("ct", "liver lesion", 8, difficulty=Difficulty(lesion_scale=2.0))]
+    assert np.median(bigger) > 2 * np.median([s.mask.sum() for s in samples("ct", "liver lesion", 8)])
+    for m in MODALITIES:  # noise: pixel-to-pixel differences grow with it
+        rough = [np.abs(np.diff(samples(m, "normal", 1, difficulty=Difficulty(noise=k))[0].image.astype(float))).mean()
+                 for k in (0.0, 2.0)]
+        assert rough[1] > rough[0]
+
+
+def test_tiny_findings_still_have_masks():
+    for m, f in ABNORMAL:
+        for s in samples(m, f, 3, size=64, difficulty=Difficulty(lesion_scale=0.01)):
+            assert s.mask.any() and s.location != "" and s.size_word in SIZE_WORDS
