@@ -119,7 +119,10 @@ def main(argv=None):
     p.add_argument("--grid", type=int)
     p.add_argument("--dim", type=int)
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     big = args.memory or args.memory_child
     defaults = (128, 32, 56, 768) if big else (32, 25, 16, 128)
     for name, value in zip(("batch", "words", "grid", "dim"), defaults):
@@ -132,6 +135,8 @@ def main(argv=None):
         cmd = [sys.executable, os.path.abspath(__file__), "--memory-child",
                "--batch", str(args.batch), "--words", str(args.words),
                "--grid", str(args.grid), "--dim", str(args.dim)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
         env = dict(os.environ)
         src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

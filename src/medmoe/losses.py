@@ -30,9 +30,13 @@ Unlike GLoRIA, ``words`` carries no [CLS] column: report ``i``'s words are
 
 The local loss scores every (report, image) pair of the batch at once with batched matrix
 products instead of GLoRIA's per-report loop; padded words are masked out of the softmax
-over words and out of the aggregation. Work is split into blocks of reports x images whose
-largest intermediate stays under ``LOCAL_BLOCK_BYTES``; with autograd on and more than one
-block, every block runs under ``torch.utils.checkpoint`` so backward memory is bounded too.
+over words and out of the aggregation. Reports are taken longest first in blocks of
+similar length, each block cut to its own longest report, so little work goes to padding.
+Work is split into blocks of reports x images whose largest intermediate
+([images, reports, words, max(H*W, D)]) stays under ``LOCAL_BLOCK_BYTES``; when the whole
+batch does not fit in that budget and autograd is on, every block runs under
+``torch.utils.checkpoint(..., use_reentrant=False)`` so backward memory is bounded too
+(at the price of recomputing each block's forward once). ``lengths`` is read on the host.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ __all__ = [
 ]
 
 EPS = 1e-8  # GLoRIA's clamp on products of norms
-LOCAL_BLOCK_BYTES = 128 * 2**20  # budget for the largest per-block intermediate of the local loss
+LOCAL_BLOCK_BYTES = 64 * 2**20  # budget for the largest per-block intermediate of the local loss
 
 
 def _working(*tensors: Tensor) -> list[Tensor]:
@@ -95,7 +99,7 @@ def global_contrastive_loss(image_emb: Tensor, text_emb: Tensor, temp3: float = 
         return _two_way_ce(scores)
 
 
-MIN_BLOCK_ROWS = 256  # keep at least this many word rows per report block before cutting on length
+MIN_BLOCK_ROWS = 128  # keep at least this many word rows per report block before cutting on length
 
 
 def _report_blocks(sorted_lengths: list[int], n_images: int, row_bytes: int, budget: int):
@@ -294,12 +298,15 @@ class MedMoELoss(torch.nn.Module):
         w_global: float = 1.0,
         w_local: float = 1.0,
         w_aux: float = 1.0,
+        *,
+        block_bytes: int | None = None,
     ) -> None:
         super().__init__()
         if agg not in ("sum", "mean"):
             raise ValueError(f"agg must be 'sum' or 'mean', got {agg!r}")
         self.temp1, self.temp2, self.temp3, self.agg = temp1, temp2, temp3, agg
         self.w_global, self.w_local, self.w_aux = w_global, w_local, w_aux
+        self.block_bytes = block_bytes  # local-loss block budget (None: LOCAL_BLOCK_BYTES)
         self.last_attention: Tensor | None = None
 
     def forward(
@@ -314,7 +321,7 @@ class MedMoELoss(torch.nn.Module):
     ) -> dict[str, Tensor]:
         g_i2t, g_t2i = global_contrastive_loss(image_global, text_global, self.temp3)
         l_i2t, l_t2i, attention = local_contrastive_loss(
-            regions, words, lengths, self.temp1, self.temp2, self.temp3, self.agg
+            regions, words, lengths, self.temp1, self.temp2, self.temp3, self.agg, block_bytes=self.block_bytes
         )
         self.last_attention = attention
         glob = g_i2t + g_t2i
