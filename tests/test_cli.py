@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -32,3 +33,10 @@ def test_python_dash_m_runs_the_cli():
     run = subprocess.run([sys.executable, "-m", "medmoe", "config", "--preset", "tiny", "--set", "bogus=1"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "Traceback" not in run.stderr and "unknown config key" in run.stderr
+
+
+def test_synth_command_writes_a_manifest(tmp_path):
+    assert main(["synth", str(tmp_path / "s"), "--n", "12", "--size", "64", "--seed", "5", "--quiet"]) == 0
+    rows = (tmp_path / "s" / "manifest.jsonl").read_text().splitlines()
+    assert len(rows) == 12 and all((tmp_path / "s" / json.loads(r)["image"]).is_file() for r in rows)
+    assert main(["synth", str(tmp_path / "t"), "--n", "0"]) == 2

@@ -58,16 +58,16 @@ def test_unreadable_rows_are_skipped_counted_and_training_proceeds(tmp_path, med
            {"image": "missing.png", "report": "Normal."}, {"image": rows[0]["image"], "report": ""},
            {"image": rows[0]["image"], "report": "x", "modality": "sonar"}]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in bad + rows) + "\n")
-    assert main(train_argv(tmp_path / "m.jsonl", tmp_path / "run", 20)) == 0
+    assert main(train_argv(tmp_path / "m.jsonl", tmp_path / "run", 36)) == 0  # > 2 epochs: row 1 is drawn
     skipped = [json.loads(line) for line in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
     manifest_rows = {s["row"] for s in skipped if s["stage"] == "manifest"}
     assert manifest_rows == {2, 3, 4}
     assert any(s["row"] == 1 and s["stage"] == "train" and "cannot decode" in s["reason"] for s in skipped)
-    assert latest_checkpoint(tmp_path / "run").name == "step-000020"
+    assert latest_checkpoint(tmp_path / "run").name == "step-000036"
 
 
 def test_a_short_tiny_run_retrieves_clearly_above_chance(tmp_path):
-    """Held-out (val) retrieval of a ~1 minute CPU run: well above chance at R@5."""
+    """Held-out (val) retrieval of a ~30 s CPU run: R@5 at least 3x chance, R@1 at least 2x."""
     from medmoe.data.synth import generate
 
     data = generate(tmp_path / "data", n=600, seed=0, size=64, progress=False)
@@ -76,5 +76,7 @@ def test_a_short_tiny_run_retrieves_clearly_above_chance(tmp_path):
     assert main(argv) == 0
     scores = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     final = [s for s in scores if s["split"] == "val"][-1]
-    assert final["i2t_r5"] > 4 * 5 * final["chance_r1"] and final["t2i_r5"] > 4 * 5 * final["chance_r1"]
+    chance_r5 = 5 * final["chance_r1"]
+    assert min(final["i2t_r5"], final["t2i_r5"]) >= 3 * chance_r5
+    assert min(final["i2t_r1"], final["t2i_r1"]) >= 2 * final["chance_r1"]
     assert final["routing_acc_image"] > 0.8

@@ -121,9 +121,9 @@ def cmd_demo(args) -> int:
     manifest = root / "medsynth" / "manifest.jsonl"
     if not manifest.is_file():
         print(f"generating MedSynth ({args.n} images) in {manifest.parent}")
-        generate(manifest.parent, n=args.n, seed=args.seed, size=load_config(args.preset).image_size)
+        generate(manifest.parent, n=args.n, seed=args.seed or 0, size=_config(args).image_size)
     args.data, args.out, args.resume = str(manifest), str(root / "run"), None
-    print(f"training preset {args.preset!r} for up to {args.minutes} min (checkpoints in {args.out})")
+    print(f"training preset {args.preset!r} for up to {args.time_limit} min (checkpoints in {args.out})")
     result = train(_config(args), _train_args(args))
     print(f"\nmodel:   {Path(args.out) / 'checkpoints'} (MedMoE.from_pretrained('{args.out}'))")
     print(f"log:     {Path(args.out) / 'metrics.jsonl'}")

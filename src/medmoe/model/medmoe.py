@@ -149,11 +149,17 @@ class MedMoE(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, map_location: str = "cpu") -> "MedMoE":
+        """Load a folder written by ``save_pretrained``, or the newest checkpoint of a training run."""
         from safetensors.torch import load_file
 
+        from ..train.checkpoint import latest_checkpoint
+
         folder = Path(folder)
+        if not (folder / CONFIG_FILE).is_file() and latest_checkpoint(folder) is not None:
+            folder = latest_checkpoint(folder) / "model"
         if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
-            raise FileNotFoundError(f"{folder} is not a medmoe model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+            raise FileNotFoundError(f"{folder} is not a medmoe model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE}) "
+                                    "nor a training run with a checkpoint")
         config = MedMoEConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
         if (folder / TOKENIZER_DIR).is_dir():
             config.text_model = str(folder / TOKENIZER_DIR)

@@ -48,7 +48,8 @@ class TextEncoder(nn.Module):
 
         self.source, self.max_length, self.last_n_layers = source, max_length, last_n_layers
         if pretrained:
-            self.encoder = AutoModel.from_pretrained(source, add_pooling_layer=False)
+            self.encoder = AutoModel.from_pretrained(source)
+            self.encoder.pooler = None  # unused; loaded and dropped so its weights are not reported as unexpected
         else:
             config = AutoConfig.for_model(**arch)
             self.encoder = AutoModel.from_config(config, add_pooling_layer=False)

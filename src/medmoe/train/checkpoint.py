@@ -29,17 +29,6 @@ def latest_checkpoint(run: str | Path) -> Path | None:
     return path if path.is_dir() else None
 
 
-def model_dir(path: str | Path) -> Path:
-    """A model folder: ``path`` itself, or the newest checkpoint of the run folder ``path``."""
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return path
-    ckpt = latest_checkpoint(path)
-    if ckpt is None:
-        raise FileNotFoundError(f"{path} is neither a medmoe model folder nor a run folder with a checkpoint")
-    return ckpt / "model"
-
-
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     """AdamW state as flat tensors + JSON-able hyper-parameters."""
     state = optimizer.state_dict()
