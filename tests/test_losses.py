@@ -373,3 +373,13 @@ def test_block_plan_respects_budget(budget_pairs):
     for st, en, nb in blocks:
         assert nb == max(lens[st:en])
         assert (en - st) * bj * nb * row <= budget or (en - st == 1 and bj == 1)
+
+
+def test_word_attention_is_the_losses_own_attention():
+    from medmoe.losses import word_attention
+
+    g = torch.Generator().manual_seed(7)
+    regions, words = torch.randn(3, 6, 4, 5, generator=g), torch.randn(3, 4, 6, generator=g)
+    lengths = torch.tensor([4, 1, 2])
+    *_, attention = local_contrastive_loss(regions, words, lengths)
+    torch.testing.assert_close(word_attention(regions, words, lengths), attention)

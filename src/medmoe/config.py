@@ -26,6 +26,8 @@ class MedMoEConfig:
     grid: int | None = None  # expert output grid G (None: the finest pyramid level, H/4)
     num_experts: int = 6  # K
     moe: bool = True  # False: one static multi-scale head and no router (baseline)
+    dispatch: str = "top1"  # top1: hard routing (the paper); soft: all experts weighted by the router
+    scales: list = field(default_factory=lambda: [1, 2, 3, 4])  # pyramid levels the experts fuse
     scale_attn_dim: int = 96  # hidden width of each expert's cross-scale attention scorer
     router_hidden: int = 256  # hidden width of W1 in alpha = softmax(W2 ReLU(W1 t))
     routing: str = "text"  # which router drives dispatch in training: text | label | image
@@ -51,6 +53,10 @@ class MedMoEConfig:
             _check_type(f.name, getattr(self, f.name), f.type)
         if self.routing not in ("text", "label", "image"):
             raise ConfigError(f"routing must be one of text, label, image (got {self.routing!r})")
+        if self.dispatch not in ("top1", "soft"):
+            raise ConfigError(f"dispatch must be 'top1' or 'soft' (got {self.dispatch!r})")
+        if not self.scales or any(l not in (1, 2, 3, 4) for l in self.scales) or len(set(self.scales)) != len(self.scales):
+            raise ConfigError(f"scales must be distinct pyramid levels from 1..4 (got {self.scales!r})")
         if self.local_agg not in ("sum", "mean"):
             raise ConfigError(f"local_agg must be 'sum' or 'mean' (got {self.local_agg!r})")
         if self.num_experts < 1:
@@ -85,17 +91,38 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
         raise ConfigError(f"config field {name!r} must be {annotation} (got {value!r})")
 
 
+# Baselines trained by the same trainer (``medmoe train --variant NAME``): overrides on any preset.
+VARIANTS: dict[str, dict] = {
+    "medmoe": {},
+    "static": {"moe": False},  # one multi-scale head, no experts: GLoRIA-style on the same backbone
+    "single-scale": {"moe": False, "scales": [3]},  # local features from stage 3 (stride 16) only
+    "soft-moe": {"dispatch": "soft"},  # every expert runs, weighted by the router probabilities
+}
+
+
+def variant_of(config: MedMoEConfig) -> str:
+    """The name of the variant ``config`` is (``custom`` if none matches)."""
+    defaults = MedMoEConfig()
+    for name, overrides in VARIANTS.items():
+        keys = ("moe", "dispatch", "scales")
+        if all(getattr(config, k) == overrides.get(k, getattr(defaults, k)) for k in keys):
+            return name
+    return "custom"
+
+
 def list_presets() -> list[str]:
     files = resources.files("medmoe") / "presets"
     return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".json"))
 
 
-def load_config(preset: str = "tiny", **overrides: Any) -> MedMoEConfig:
-    """Preset ``preset`` with ``overrides`` applied (dict fields are merged, not replaced)."""
+def load_config(preset: str = "tiny", variant: str = "medmoe", **overrides: Any) -> MedMoEConfig:
+    """Preset ``preset``, then the ``variant``'s settings, then ``overrides`` (dict fields merge)."""
     if preset not in list_presets():
         raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(list_presets())}")
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     data = json.loads((resources.files("medmoe") / "presets" / f"{preset}.json").read_text())
-    for key, value in overrides.items():
+    for key, value in {**VARIANTS[variant], **overrides}.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
         else:

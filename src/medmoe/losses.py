@@ -55,6 +55,7 @@ __all__ = [
     "MIN_BLOCK_ROWS",
     "global_contrastive_loss",
     "local_contrastive_loss",
+    "word_attention",
     "auxiliary_loss",
     "MedMoELoss",
 ]
@@ -166,6 +167,18 @@ def _diagonal_attention(w: Tensor, mask: Tensor, ctx: Tensor, temp1: float) -> T
     a = torch.bmm(w, ctx).masked_fill(~mask[:, :, None], float("-inf"))
     q = torch.softmax(torch.softmax(a, dim=1) * temp1, dim=2)
     return q.masked_fill(~mask[:, :, None], 0.0)
+
+
+@torch.no_grad()
+def word_attention(regions: Tensor, words: Tensor, lengths: Tensor, temp1: float = 4.0) -> Tensor:
+    """Each report's word attention over its own image (GLoRIA ``attention_fn`` on the diagonal
+    pairs): regions [B, D, H, W], words [B, N, D], lengths [B] -> [B, N, H, W], zeros at padding."""
+    b, d, h, wd = regions.shape
+    n = words.shape[1]
+    mask = torch.arange(n, device=words.device)[None] < torch.as_tensor(lengths, device=words.device)[:, None]
+    regions, words = _working(regions, words)
+    w = words.masked_fill(~mask[:, :, None], 0.0)
+    return _diagonal_attention(w, mask, regions.reshape(b, d, h * wd), temp1).view(b, n, h, wd)
 
 
 def local_contrastive_loss(

@@ -74,3 +74,13 @@ class ResumableBatches(torch.utils.data.Sampler):
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
                 yield [(i, (self.seed * 1000003 + step) * 4099 + i) for i in idx]
                 step += 1
+
+
+def make_loader(dataset, sampler: ResumableBatches | None = None, workers: int = 0, seed: int = 0,
+                batch_size: int = 64) -> torch.utils.data.DataLoader:
+    """Training order from ``sampler``, else the dataset in order; never touches the global RNG."""
+    kwargs = dict(num_workers=workers, collate_fn=collate, persistent_workers=workers > 0,
+                  generator=torch.Generator().manual_seed(seed))
+    if sampler is not None:
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **kwargs)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, **kwargs)

@@ -12,16 +12,21 @@ MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
-def to_model_input(image: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    """Resize the shorter side to ``size`` (antialiased bilinear), centre-crop, grey -> RGB, normalise."""
-    x = torch.as_tensor(image, dtype=torch.float32)[None, None]
+def to_model_view(image: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """What the model sees, before normalisation: shorter side resized to ``size`` (antialiased
+    bilinear), centre-cropped to [size, size]. Also maps finding masks onto the model's view."""
+    x = torch.as_tensor(np.asarray(image, dtype=np.float32))[None, None]
     h, w = x.shape[-2:]
     scale = size / min(h, w)
     new = (max(size, round(h * scale)), max(size, round(w * scale)))
-    x = F.interpolate(x, size=new, mode="bilinear", antialias=True, align_corners=False)[0]
+    x = F.interpolate(x, size=new, mode="bilinear", antialias=True, align_corners=False)[0, 0]
     top, left = (new[0] - size) // 2, (new[1] - size) // 2
-    x = x[:, top : top + size, left : left + size].clamp(0, 1)
-    return (x.expand(3, -1, -1) - MEAN) / STD
+    return x[top : top + size, left : left + size].clamp(0, 1)
+
+
+def to_model_input(image: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """``to_model_view``, grey -> 3 channels, ImageNet normalisation: [3, size, size]."""
+    return (to_model_view(image, size).expand(3, -1, -1) - MEAN) / STD
 
 
 def augment(image: np.ndarray, size: int, generator: torch.Generator,
@@ -39,5 +44,4 @@ def augment(image: np.ndarray, size: int, generator: torch.Generator,
     contrast = 1 + jitter * (2 * u[4] - 1)
     brightness = jitter * (2 * torch.rand(1, generator=generator).item() - 1)
     x = (x - 0.5) * contrast + 0.5 + brightness
-    return to_model_input(F.interpolate(x[None, None], size=(size, size), mode="bilinear", antialias=True,
-                                        align_corners=False)[0, 0], size)
+    return to_model_input(x, size)

@@ -28,10 +28,10 @@ def image_side_cost(config: MedMoEConfig) -> dict:
     image = torch.zeros(1, 3, config.image_size, config.image_size)
     with torch.no_grad():
         gmacs_active = count_gmacs(lambda: encoder(image))
-        if config.moe:
+        if config.moe and config.dispatch == "top1":
             extra = sum(p.numel() for p in encoder.experts.experts[1:].parameters())
             gmacs_all = count_gmacs(lambda: encoder.forward_all_experts(image))
-        else:
+        else:  # one head, or soft dispatch: everything is active
             extra, gmacs_all = 0, gmacs_active
     return {
         "params_total": params_total,

@@ -34,9 +34,9 @@ class Expert(nn.Module):
         super().__init__()
         self.grid = grid
         self.project = nn.ModuleList(conv_bn_relu(c, dim) for c in channels)
-        self.scale_scorer = nn.Sequential(
+        self.scale_scorer = nn.Sequential(  # none for a single scale: nothing to weigh
             nn.Conv2d(dim, attn_dim, 1), nn.ReLU(inplace=True), nn.Conv2d(attn_dim, 1, 1)
-        )
+        ) if len(channels) > 1 else None
         self.head = nn.Sequential(conv_bn_relu(dim, dim, kernel=3, groups=dim), nn.Conv2d(dim, dim, 1))
 
     def scales(self, pyramid: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -52,6 +52,8 @@ class Expert(nn.Module):
 
     def forward(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
         maps = self.scales(pyramid)
+        if self.scale_scorer is None:
+            return self.head(maps[0])
         beta = self.scale_weights(maps)
         fused = sum(beta[:, l : l + 1] * m for l, m in enumerate(maps))
         return self.head(fused)

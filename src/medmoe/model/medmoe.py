@@ -51,27 +51,36 @@ class ImageEncoder(nn.Module):
     def __init__(self, config: MedMoEConfig):
         super().__init__()
         c = config
+        self.scales, self.soft = [level - 1 for level in c.scales], c.dispatch == "soft"
         self.backbone = SwinPyramid(c.image_size, c.swin, pretrained=c.backbone)
-        channels = self.backbone.channels
-        self.global_proj = nn.Linear(channels[-1], c.embed_dim)
+        final = self.backbone.channels[-1]
+        channels = [self.backbone.channels[level] for level in self.scales]
+        self.global_proj = nn.Linear(final, c.embed_dim)
         if c.moe:
             self.experts = ExpertMixture(c.num_experts, channels, c.embed_dim, c.grid_size, c.scale_attn_dim)
-            self.router = Router(channels[-1], c.router_hidden, c.num_experts)
+            self.router = Router(final, c.router_hidden, c.num_experts)
         else:
             self.head = Expert(channels, c.embed_dim, c.grid_size, c.scale_attn_dim)
 
     def features(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The pyramid F1..F4 and the pooled final feature."""
+        """The pyramid levels the experts fuse, and the pooled final feature (F4)."""
         pyramid = self.backbone(images)
-        return pyramid, pyramid[-1].mean(dim=(2, 3))
+        return [pyramid[level] for level in self.scales], pyramid[-1].mean(dim=(2, 3))
 
-    def forward(self, images: torch.Tensor, expert: torch.Tensor | None = None) -> ImageOutput:
+    def forward(self, images: torch.Tensor, expert: torch.Tensor | None = None,
+                expert_weights: torch.Tensor | None = None) -> ImageOutput:
+        """``expert`` [B] forces hard routing; ``expert_weights`` [B, K] are soft dispatch's mixing
+        weights (default: the image router's probabilities)."""
         pyramid, pooled = self.features(images)
         global_emb = self.global_proj(pooled)
         if not hasattr(self, "experts"):
             zeros = torch.zeros(len(images), dtype=torch.long, device=images.device)
             return ImageOutput(global_emb, self.head(pyramid), zeros, None)
         logits = self.router(pooled)
+        if self.soft:
+            weights = logits.softmax(dim=1) if expert_weights is None else expert_weights
+            local = torch.einsum("kbdhw,bk->bdhw", self.experts.forward_all(pyramid), weights)
+            return ImageOutput(global_emb, local, weights.argmax(dim=1), logits)
         if expert is None:
             expert = logits.argmax(dim=1)
         return ImageOutput(global_emb, self.experts(pyramid, expert), expert, logits)
@@ -95,9 +104,11 @@ class MedMoE(nn.Module):
         self.text_router = Router(config.embed_dim, config.router_hidden, config.num_experts) if config.moe else None
 
     # ----------------------------------------------------------------------------- encoders
-    def encode_image(self, images: torch.Tensor, expert: torch.Tensor | None = None) -> ImageOutput:
-        """Images [B, 3, H, W] (see ``medmoe.data.transforms``). ``expert`` [B] forces the routing."""
-        return self.image(images, expert)
+    def encode_image(self, images: torch.Tensor, expert: torch.Tensor | None = None,
+                     expert_weights: torch.Tensor | None = None) -> ImageOutput:
+        """Images [B, 3, H, W] (see ``medmoe.data.transforms``). ``expert`` [B] forces the routing;
+        ``expert_weights`` [B, K] set the mixture of the ``soft-moe`` variant."""
+        return self.image(images, expert, expert_weights)
 
     def encode_text(self, reports: list[str]) -> TextOutput:
         global_emb, words, lengths, tokens = self.text(list(reports))
@@ -116,15 +127,17 @@ class MedMoE(nn.Module):
     def forward(self, images: torch.Tensor, reports: list[str], modality: torch.Tensor | None = None):
         """Training forward: routes by ``config.routing``. Returns (ImageOutput, TextOutput)."""
         text = self.encode_text(reports)
-        expert = None
-        if self.text_router is not None and self.config.routing != "image":
-            expert = text.router_logits.detach().argmax(dim=1)
-            if self.config.routing == "label":
-                if modality is None:
-                    raise ValueError("routing='label' needs modality labels")
-                target = self.expert_targets(modality.to(expert.device))
-                expert = torch.where(target >= 0, target, expert)  # unknown modality: report decides
-        return self.encode_image(images, expert), text
+        if self.text_router is None or self.config.routing == "image":
+            return self.encode_image(images), text
+        probs = text.router_logits.softmax(dim=1)  # soft dispatch learns the text router through these
+        expert = probs.detach().argmax(dim=1)
+        if self.config.routing == "label":
+            if modality is None:
+                raise ValueError("routing='label' needs modality labels")
+            target = self.expert_targets(modality.to(expert.device))
+            expert = torch.where(target >= 0, target, expert)  # unknown modality: the report decides
+            probs = torch.nn.functional.one_hot(expert, self.config.num_experts).to(probs.dtype)
+        return self.encode_image(images, expert, probs if self.config.dispatch == "soft" else None), text
 
     # ------------------------------------------------------------------------- persistence
     def save_pretrained(self, folder: str | os.PathLike) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..config import MedMoEConfig
-from ..data.dataset import ImageReportDataset, ResumableBatches, collate
+from ..data.dataset import ImageReportDataset, ResumableBatches, make_loader
 from ..data.manifest import ManifestError, read_manifest
 from ..losses import MedMoELoss
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -68,14 +68,6 @@ class _Log:
         self.skipped.flush()
 
 
-def _loader(dataset, sampler: ResumableBatches | None, workers: int, seed: int, batch_size: int = 64):
-    kwargs = dict(num_workers=workers, collate_fn=collate, persistent_workers=workers > 0,
-                  generator=torch.Generator().manual_seed(seed))  # the global RNG stays untouched
-    if sampler is not None:
-        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **kwargs)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, **kwargs)
-
-
 def train(config: MedMoEConfig, args: TrainArgs) -> dict:
     """Train and return the last held-out scores. Raises ManifestError if no row is usable."""
     from ..eval.scores import held_out_scores
@@ -113,16 +105,15 @@ def train(config: MedMoEConfig, args: TrainArgs) -> dict:
 
     dataset = ImageReportDataset(train_rows, config.image_size, config.modalities)
     sampler = ResumableBatches(len(dataset), args.batch_size, args.seed, start)
-    batches = iter(_loader(dataset, sampler, args.workers, args.seed))
-    val_set = ImageReportDataset(val_rows, config.image_size, config.modalities) if val_rows else None
+    batches = iter(make_loader(dataset, sampler, args.workers, args.seed))
 
     def checkpoint(step):
         save_checkpoint(run, step, model, optimizer, scheduler, {"seed": args.seed, "data_position": step})
 
     def evaluate(step):
-        if val_set is None:
+        if not val_rows:
             return {}
-        scores = held_out_scores(model, _loader(val_set, None, 0, args.seed))
+        scores = held_out_scores(model, val_rows)
         log.skip([{**s, "stage": "val"} for s in scores.pop("skipped")])
         log.write({"step": step, "split": "val", **scores})
         model.train()

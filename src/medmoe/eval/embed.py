@@ -1,0 +1,52 @@
+"""Embed a split once; every evaluation task reads the result."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data.dataset import ImageReportDataset, make_loader
+from ..data.manifest import Row
+
+
+@dataclass
+class Embeddings:
+    rows: list[Row]  # the rows that could be read, in order
+    image: torch.Tensor  # v_g [n, D], routed by the image router (no report at inference)
+    text: torch.Tensor  # t_g [n, D]
+    image_expert: torch.Tensor | None  # [n] (None without experts)
+    text_expert: torch.Tensor | None
+    modality: torch.Tensor  # modality index [n], -1 unknown
+    skipped: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@torch.no_grad()
+def embed_rows(model, rows: list[Row], batch_size: int = 64, workers: int = 0, progress: bool = False) -> Embeddings:
+    model.eval()
+    by_number = {r.row: r for r in rows}
+    loader = make_loader(ImageReportDataset(rows, model.config.image_size, model.config.modalities),
+                         workers=workers, batch_size=batch_size)
+    keep, skipped = [], []
+    parts: dict[str, list] = {k: [] for k in ("image", "text", "image_expert", "text_expert", "modality")}
+    from tqdm.auto import tqdm
+
+    for batch in tqdm(loader, desc="embedding", unit="batch", disable=not progress, leave=False):
+        skipped += batch["skipped"]
+        if not batch["reports"]:
+            continue
+        image, text = model.encode_image(batch["images"]), model.encode_text(batch["reports"])
+        keep += [by_number[n] for n in batch["rows"]]
+        parts["image"].append(image.global_emb)
+        parts["text"].append(text.global_emb)
+        parts["modality"].append(batch["modality"])
+        if text.router_logits is not None:
+            parts["image_expert"].append(image.expert)
+            parts["text_expert"].append(text.router_logits.argmax(1))
+    cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
+    if cat["image"] is None:
+        d = model.config.embed_dim
+        cat.update(image=torch.empty(0, d), text=torch.empty(0, d), modality=torch.empty(0, dtype=torch.long))
+    return Embeddings(keep, cat["image"], cat["text"], cat["image_expert"], cat["text_expert"], cat["modality"], skipped)
