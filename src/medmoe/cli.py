@@ -1,7 +1,7 @@
 """The ``medmoe`` command. Each subcommand is a small function; heavy imports happen inside.
 
 User errors (bad option, unknown preset, unreadable file) end with one ``medmoe: error:``
-line and exit status 2, not a traceback.
+line and exit status 2, not a traceback; unusable data (no usable manifest row) exits with 1.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, list_presets, load_config, parse_overrides
+from .config import VARIANTS, ConfigError, list_presets, load_config, parse_overrides
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -33,7 +33,7 @@ def _add_training_options(p: argparse.ArgumentParser, func) -> None:
 
 
 def _config(args):
-    return load_config(args.preset, **parse_overrides(args.overrides))
+    return load_config(args.preset, getattr(args, "variant", "medmoe"), **parse_overrides(args.overrides))
 
 
 def _write_json(path: str | None, payload: dict) -> None:
@@ -61,14 +61,12 @@ def cmd_flops(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    import dataclasses
+
     from .data.synth import Difficulty, generate
 
-    defaults = Difficulty()
-    difficulty = Difficulty(
-        noise=defaults.noise if args.noise is None else args.noise,
-        contrast=defaults.contrast if args.contrast is None else args.contrast,
-        lesion_scale=defaults.lesion_scale if args.lesion_scale is None else args.lesion_scale,
-    )
+    knobs = {"noise": args.noise, "contrast": args.contrast, "lesion_scale": args.lesion_scale}
+    difficulty = dataclasses.replace(Difficulty(), **{k: v for k, v in knobs.items() if v is not None})
     if args.n < 1 or args.size < 32:
         raise ConfigError("--n must be >= 1 and --size >= 32")
     manifest = generate(args.out, n=args.n, seed=args.seed, size=args.size, difficulty=difficulty,
@@ -114,7 +112,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """MedSynth -> MedMoE and the static baseline (same seed and steps) -> eval all -> report.md."""
     from .data.synth import generate
+    from .eval.report import write_report
+    from .eval.run import evaluate, format_task
+    from .model.medmoe import MedMoE
     from .train.loop import train
 
     root = Path(args.out)
@@ -122,14 +124,83 @@ def cmd_demo(args) -> int:
     if not manifest.is_file():
         print(f"generating MedSynth ({args.n} images) in {manifest.parent}")
         generate(manifest.parent, n=args.n, seed=args.seed or 0, size=_config(args).image_size)
-    args.data, args.out, args.resume = str(manifest), str(root / "run"), None
-    print(f"training preset {args.preset!r} for up to {args.time_limit} min (checkpoints in {args.out})")
-    result = train(_config(args), _train_args(args))
-    print(f"\nmodel:   {Path(args.out) / 'checkpoints'} (MedMoE.from_pretrained('{args.out}'))")
-    print(f"log:     {Path(args.out) / 'metrics.jsonl'}")
-    if "i2t_r1" in result:
-        print(f"held-out retrieval R@1 over {result['n']} pairs: image->text {result['i2t_r1']:.3f}, "
-              f"text->image {result['t2i_r1']:.3f} (chance {result['chance_r1']:.3f})")
+    args.data, args.resume = str(manifest), None
+    results, logs = {}, {}
+    for variant in args.variants:
+        args.variant, args.out = variant, str(root / variant)
+        print(f"\n[{variant}] training preset {args.preset!r}: {args.steps} steps, at most {args.time_limit} min")
+        train(_config(args), _train_args(args))
+        print(f"[{variant}] evaluating on the test split")
+        model = MedMoE.from_pretrained(args.out)
+        results[variant] = {"model": args.out, "variant": variant, **evaluate(model, manifest, "test", progress=False)}
+        _write_json(root / f"eval_{variant}.json", results[variant])
+        logs[variant] = root / variant / "metrics.jsonl"
+    figures = _demo_attention_figures(MedMoE.from_pretrained(root / args.variants[0]), manifest, root / "report")
+    report = write_report(root / "report", results, logs, figures)
+    for variant, result in results.items():
+        print(f"\n{variant}: zero-shot (test)\n{format_task('zeroshot', result['zeroshot'])}")
+        r = result["retrieval"]
+        print(f"{variant}: retrieval R@1 image->text {r['i2t_r1']:.3f}, text->image {r['t2i_r1']:.3f} "
+              f"(chance {1 / r['n']:.3f}, {r['n']} test pairs)")
+    print(f"\nreport:  {report}\nmodels:  " + ", ".join(str(root / v) for v in args.variants) +
+          "  (MedMoE.from_pretrained(folder))\nlogs:    " + ", ".join(str(p) for p in logs.values()))
+    return 0
+
+
+def _demo_attention_figures(model, manifest: Path, out: Path) -> list[Path]:
+    """One explain figure per modality: the first test image with a masked finding."""
+    from .data.io import load_image
+    from .data.manifest import read_manifest
+    from .data.transforms import to_model_input, to_model_view
+    from .eval.explain import explain_figure
+    from .eval.grounding import report_attention
+
+    size, figures, seen = model.config.image_size, [], set()
+    for row in read_manifest(manifest).split("test"):
+        if row.mask is None or row.modality in seen:
+            continue
+        seen.add(row.modality)
+        image = load_image(row.image)
+        routed, text, attention = report_attention(model, to_model_input(image, size)[None], [row.report])
+        expert = int(routed.expert[0]) if routed.router_logits is not None else None
+        figures.append(explain_figure(to_model_view(image, size).numpy(), text.tokens[0],
+                                      attention[0, : int(text.lengths[0])], out / f"attention_{row.modality}.png",
+                                      expert=expert, title=f"{row.modality}: {row.labels[0]}"))
+    return figures
+
+
+def cmd_eval(args) -> int:
+    from .eval.run import TASKS, evaluate, format_task
+    from .model.medmoe import MedMoE
+
+    model = MedMoE.from_pretrained(args.model)
+    tasks = TASKS if args.task == "all" else (args.task,)
+    result = {"model": str(args.model), **evaluate(model, args.data, args.split, tasks, args.prompts,
+                                                   progress=not args.quiet)}
+    for name in (t.replace("-", "_") for t in tasks):
+        print(f"\n{name} ({args.split} split, {result['n']} images)\n{format_task(name, result[name])}")
+    if args.json:
+        single = tasks[0].replace("-", "_")
+        payload = result if args.task == "all" else {**result.pop(single), **result}
+        _write_json(args.json, payload)
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .data.io import load_image
+    from .data.transforms import to_model_input, to_model_view
+    from .eval.explain import explain_figure
+    from .eval.grounding import report_attention
+    from .model.medmoe import MedMoE
+
+    model = MedMoE.from_pretrained(args.model)
+    image = load_image(args.image)
+    size = model.config.image_size
+    routed, text, attention = report_attention(model, to_model_input(image, size)[None], [args.report])
+    expert = int(routed.expert[0]) if routed.router_logits is not None else None
+    out = explain_figure(to_model_view(image, size).numpy(), text.tokens[0], attention[0, : int(text.lengths[0])],
+                         args.out, expert=expert, title=Path(args.image).name)
+    print(f"wrote {out}" + (f" (routed to expert {expert})" if expert is not None else ""))
     return 0
 
 
@@ -171,20 +242,46 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train on the manifest's train split, score the val split periodically.")
     p.add_argument("--data", metavar="MANIFEST", help="JSONL or CSV manifest")
     p.add_argument("--out", metavar="RUN", help="run folder (checkpoints, metrics.jsonl)")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint (with RUN's own model configuration)")
     p.add_argument("--steps", type=int, help="total optimisation steps (default: 1000)")
     p.add_argument("--time-limit", type=float, metavar="MIN", help="stop (with a checkpoint) after MIN minutes")
+    p.add_argument("--variant", default="medmoe", choices=list(VARIANTS),
+                   help="medmoe (default), or a baseline: static (one multi-scale head), single-scale "
+                   "(stage-3 features only), soft-moe (all experts, router-weighted)")
     _add_training_options(p, cmd_train)
 
-    p = sub.add_parser("demo", help="generate MedSynth and train the small preset (time-boxed)",
-                       description="Generate MedSynth, train a preset for a few minutes, report retrieval.")
+    p = sub.add_parser("demo", help="MedSynth, MedMoE vs the static baseline, evaluation and report.md",
+                       description="Generate MedSynth, train MedMoE and the static baseline with the same seed and "
+                       "steps (each time-boxed), evaluate both on the test split and write report.md.")
     p.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
     p.add_argument("--n", type=int, default=3000, help="MedSynth images (default: 3000)")
-    p.add_argument("--steps", type=int, default=600, help="planned steps (default: 600)")
-    p.add_argument("--minutes", dest="time_limit", type=float, default=8.0,
-                   help="time box for training in minutes (default: 8)")
+    p.add_argument("--steps", type=int, default=240, help="training steps of each model (default: 240)")
+    p.add_argument("--minutes", dest="time_limit", type=float, default=6.0,
+                   help="time box of each training in minutes (default: 6)")
+    p.add_argument("--variants", nargs="+", default=["medmoe", "static"], choices=list(VARIANTS),
+                   help="models to train and compare (default: medmoe static)")
     _add_training_options(p, cmd_demo)
     p.set_defaults(preset="small", resume=None)
+
+    p = sub.add_parser("eval", help="evaluate a trained model (zero-shot, retrieval, probing, routing, grounding)",
+                       description="Evaluate a model folder or training run on a manifest split; prints tables, "
+                       "optionally writes JSON.")
+    p.add_argument("task", choices=["zeroshot", "retrieval", "linear-probe", "routing", "grounding", "all"])
+    p.add_argument("--model", required=True, metavar="RUN", help="model folder or training run folder")
+    p.add_argument("--data", required=True, metavar="MANIFEST")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test); linear probes train on 'train'")
+    p.add_argument("--prompts", metavar="FILE", help="zero-shot prompts JSON (default: MedSynth's)")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("explain", help="word-region attention maps of one image and report (paper Figure 3)",
+                       description="Overlay each word's attention on the image and name the routed expert.")
+    p.add_argument("--model", required=True, metavar="RUN", help="model folder or training run folder")
+    p.add_argument("--image", required=True, help="image file (PNG, JPEG, DICOM, NIfTI)")
+    p.add_argument("--report", required=True, help="report text")
+    p.add_argument("--out", required=True, metavar="PNG", help="output figure")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("config", help="print a preset's configuration with overrides applied",
                        description="Print the resolved configuration as JSON.")

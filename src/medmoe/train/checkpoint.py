@@ -62,12 +62,12 @@ def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, meta: dic
     return final
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    """Restore model, optimizer, scheduler and RNG in place; returns trainer.json."""
+def load_checkpoint(path: Path, optimizer, scheduler) -> dict:
+    """Restore optimizer, scheduler and RNG in place (the model: ``MedMoE.from_pretrained(path /
+    "model")``); returns trainer.json."""
     from safetensors.torch import load_file
 
     meta = json.loads((path / "trainer.json").read_text())
-    model.load_state_dict(load_file(path / "model" / "model.safetensors"))
     tensors = load_file(path / "optimizer.safetensors")
     state: dict = {}
     for key, value in tensors.items():

@@ -54,9 +54,12 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 class _Log:
-    def __init__(self, run: Path):
-        self.metrics = open(run / "metrics.jsonl", "a", encoding="utf-8")
-        self.skipped = open(run / "skipped.jsonl", "a", encoding="utf-8")
+    """metrics.jsonl and skipped.jsonl: started afresh by a new run, continued by a resumed one."""
+
+    def __init__(self, run: Path, resumed: bool):
+        mode = "a" if resumed else "w"
+        self.metrics = open(run / "metrics.jsonl", mode, encoding="utf-8")
+        self.skipped = open(run / "skipped.jsonl", mode, encoding="utf-8")
 
     def write(self, record: dict) -> None:
         self.metrics.write(json.dumps(record) + "\n")
@@ -79,13 +82,18 @@ def train(config: MedMoEConfig, args: TrainArgs) -> dict:
     if not train_rows:
         raise ManifestError(f"{args.data}: no usable training row ({len(manifest.unusable)} unusable of "
                             f"{manifest.total}; see `medmoe data check {args.data}`)")
+    resume_from = latest_checkpoint(args.resume) if args.resume else None
+    if args.resume and resume_from is None:
+        raise ManifestError(f"--resume {args.resume}: no checkpoint found in that run folder")
     run.mkdir(parents=True, exist_ok=True)
-    log = _Log(run)
+    log = _Log(run, resumed=resume_from is not None)
     log.skip([{**u, "stage": "manifest"} for u in manifest.unusable])
     (run / "train_args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
 
     torch.manual_seed(args.seed)
-    model = MedMoE(config)
+    # a resumed run continues with its own configuration and weights
+    model = MedMoE.from_pretrained(resume_from / "model").train() if resume_from else MedMoE(config)
+    config = model.config
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -96,12 +104,7 @@ def train(config: MedMoEConfig, args: TrainArgs) -> dict:
     criterion = MedMoELoss(config.temp1, config.temp2, config.temp3, config.local_agg,
                            config.w_global, config.w_local, config.w_aux)
 
-    start = 0
-    resume_from = latest_checkpoint(args.resume) if args.resume else None
-    if args.resume and resume_from is None:
-        raise ManifestError(f"--resume {args.resume}: no checkpoint found in that run folder")
-    if resume_from is not None:
-        start = load_checkpoint(resume_from, model, optimizer, scheduler)["step"]
+    start = load_checkpoint(resume_from, optimizer, scheduler)["step"] if resume_from else 0
 
     dataset = ImageReportDataset(train_rows, config.image_size, config.modalities)
     sampler = ResumableBatches(len(dataset), args.batch_size, args.seed, start)

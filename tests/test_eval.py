@@ -1,0 +1,180 @@
+"""Evaluation metrics on hand-made cases with known answers, the eval/explain commands, and baselines."""
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import medmoe
+from medmoe.cli import main
+from medmoe.data.manifest import Row
+from medmoe.eval.embed import Embeddings
+from medmoe.eval.grounding import _summary, _word_scores, finding_words
+from medmoe.eval.probe import linear_probe_scores
+from medmoe.eval.retrieval import recall_at_k
+from medmoe.eval.routing import routing_scores
+from medmoe.eval.zeroshot import classification_metrics, zeroshot_scores
+
+
+def embeddings(image, text=None, modalities=None, labels=None, experts=None):
+    n = len(image)
+    modalities = modalities or ["xray"] * n
+    rows = [Row(i + 1, Path(f"{i}.png"), "r", m, "test", [l] if l else []) for i, (m, l) in
+            enumerate(zip(modalities, labels or [None] * n))]
+    index = {"xray": 0, "ct": 1, "mri": 2, "ultrasound": 3}
+    return Embeddings(rows, image, image if text is None else text, experts, experts,
+                      torch.tensor([index.get(m, -1) for m in modalities]))
+
+
+def test_recall_at_k_perfect_reversed_and_known_ranks():
+    e = torch.eye(6)
+    assert recall_at_k(e, e) == {f"{d}_r{k}": 1.0 for k in (1, 5, 10) for d in ("i2t", "t2i")}
+    shifted = torch.roll(e, 1, dims=0)  # image i matches report i+1; its own report ties with the rest
+    r = recall_at_k(e, shifted, ks=(1, 2))
+    assert r["i2t_r1"] == 0.0 and r["t2i_r1"] == 0.0  # one report strictly better: rank 2
+    assert r["i2t_r2"] == 1.0 and r["t2i_r2"] == 1.0  # ties count in the pair's favour
+    text = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    r = recall_at_k(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), text, ks=(1, 2))
+    assert r["i2t_r1"] == pytest.approx(2 / 3) and r["i2t_r2"] == 1.0
+
+
+def test_classification_metrics_perfect_and_inverted():
+    y = np.array([0, 1, 2, 2, 1, 0])
+    perfect = np.eye(3)[y]
+    assert classification_metrics(y, perfect) == {"accuracy": 1.0, "balanced_accuracy": 1.0, "macro_auc": 1.0, "n": 6}
+    worst = 1 - perfect
+    m = classification_metrics(y, worst + np.array([0, 1e-3, 2e-3]))
+    assert m["macro_auc"] == 0.0 and m["accuracy"] == 0.0
+
+
+def test_zeroshot_with_a_fake_text_encoder_that_knows_the_answer():
+    classes = {"xray": {"normal": ["clear"], "effusion": ["fluid"]}, "ct": {"normal": ["fine"], "stone": ["calc"]}}
+    code = {"clear": 0, "fluid": 1, "fine": 2, "calc": 3}
+
+    def encode_text(prompts):
+        return SimpleNamespace(global_emb=torch.stack([torch.eye(4)[code[p.split()[-1].strip(".")]] for p in prompts]))
+
+    model = SimpleNamespace(encode_text=encode_text)
+    labels = ["normal", "effusion", "effusion", "normal", "stone", "stone"]
+    modalities = ["xray", "xray", "xray", "ct", "ct", "ct"]
+    image = torch.eye(4)[[0, 1, 1, 2, 3, 3]] + 0.01
+    out = zeroshot_scores(model, embeddings(image, modalities=modalities, labels=labels),
+                          {"templates": ["a {}.", "{}"], "classes": classes})
+    assert out["accuracy"] == 1.0 and out["macro_auc"] == 1.0 and out["n"] == 6
+    assert set(out["per_modality"]) == {"xray", "ct"} and out["per_modality"]["ct"]["n"] == 3
+    wrong = zeroshot_scores(model, embeddings(torch.eye(4)[[1, 0, 0, 3, 2, 2]], modalities=modalities, labels=labels),
+                            {"templates": ["{}"], "classes": classes})
+    assert wrong["accuracy"] == 0.0 and wrong["balanced_accuracy"] == 0.0
+
+
+def test_linear_probe_separable_vs_random():
+    g = torch.Generator().manual_seed(0)
+    labels = ["a", "b", "c"] * 40
+    centers = torch.randn(3, 8, generator=g) * 5
+    train = embeddings(centers[[i % 3 for i in range(120)]] + torch.randn(120, 8, generator=g) * 0.1, labels=labels)
+    test = embeddings(centers[[i % 3 for i in range(30)]] + torch.randn(30, 8, generator=g) * 0.1, labels=labels[:30])
+    out = linear_probe_scores(train, test)
+    assert set(out["fractions"]) == {"0.1", "1.0"} or set(out["fractions"]) == {"0.01", "0.1", "1.0"}
+    assert out["fractions"]["1.0"]["accuracy_mean"] == 1.0 and out["fractions"]["1.0"]["n_train"] == 120
+    noise = linear_probe_scores(embeddings(torch.randn(120, 8, generator=g), labels=labels),
+                                embeddings(torch.randn(300, 8, generator=g), labels=labels[:30] * 10))
+    assert noise["fractions"]["1.0"]["accuracy_mean"] < 0.6
+
+
+def test_routing_confusion_accuracy_and_load(tiny):
+    experts = torch.tensor([0, 0, 1, 3, 2, 2])
+    e = embeddings(torch.zeros(6, 2), modalities=["xray", "xray", "ct", "ct", "mri", "ultrasound"], experts=experts)
+    out = routing_scores(tiny, e)
+    assert out["image"]["accuracy"] == pytest.approx(4 / 6)
+    assert out["image"]["confusion"][1] == [0, 1, 0, 1] and out["image"]["confusion"][3] == [0, 0, 1, 0]
+    assert out["image"]["load"] == pytest.approx([2 / 6, 1 / 6, 2 / 6, 1 / 6])
+
+
+def test_grounding_scores_on_a_known_peak():
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[:8, :8] = True  # the top-left quarter
+    inside = torch.zeros(4, 4)
+    inside[0, 0] = 1.0
+    hit, mass = _word_scores(inside, mask)
+    assert hit == 1.0 and mass > 0.9
+    outside = torch.zeros(4, 4)
+    outside[3, 3] = 1.0
+    hit, mass = _word_scores(outside, mask)
+    assert hit == 0.0 and mass < 0.1
+    uniform_hit, uniform_mass = _word_scores(torch.full((4, 4), 1 / 16), mask)
+    assert uniform_mass == pytest.approx(0.25)
+    s = _summary([(1.0, 0.9, 0.25), (0.0, 0.1, 0.25)])
+    assert s == {"pointing_game": 0.5, "attention_in_mask": 0.5, "uniform_pointing_game": 0.25,
+                 "uniform_attention_in_mask": 0.25, "n_words": 2}
+    assert finding_words(["Moderate", "left", "pleural", "effusion"], "effusion") == [3]
+    assert finding_words(["a", "liver", "lesion", "no", "stone"], "liver lesion") == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from medmoe.data.synth import generate
+
+    root = tmp_path_factory.mktemp("eval")
+    data = generate(root / "data", n=120, seed=2, size=64, progress=False)
+    assert main(["train", "--preset", "tiny", "--data", str(data), "--out", str(root / "run"), "--steps", "6",
+                 "--batch-size", "16", "--quiet"]) == 0
+    return root, data
+
+
+@pytest.mark.parametrize("task, keys", [
+    ("zeroshot", {"accuracy", "balanced_accuracy", "macro_auc", "per_modality"}),
+    ("retrieval", {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "per_modality"}),
+    ("linear-probe", {"fractions"}),
+    ("routing", {"image", "text", "modalities", "num_experts"}),
+    ("grounding", {"pointing_game", "attention_in_mask", "uniform_pointing_game", "uniform_attention_in_mask",
+                   "per_modality"}),
+])
+def test_eval_task_json_keys(trained, task, keys, capsys):
+    root, data = trained
+    out = root / f"{task}.json"
+    assert main(["eval", task, "--model", str(root / "run"), "--data", str(data), "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert keys <= set(result) and result["split"] == "test"
+    assert task.replace("-", "_") in capsys.readouterr().out
+
+
+def test_eval_all_and_explain(trained, tmp_path):
+    root, data = trained
+    assert main(["eval", "all", "--model", str(root / "run"), "--data", str(data), "--json",
+                 str(tmp_path / "all.json"), "--quiet"]) == 0
+    result = json.loads((tmp_path / "all.json").read_text())
+    assert {"zeroshot", "retrieval", "linear_probe", "routing", "grounding"} <= set(result)
+    row = json.loads(data.read_text().splitlines()[0])
+    assert main(["explain", "--model", str(root / "run"), "--image", str(data.parent / row["image"]),
+                 "--report", row["report"], "--out", str(tmp_path / "fig.png")]) == 0
+    with Image.open(tmp_path / "fig.png") as im:
+        assert im.width > 200 and im.height > 100
+
+
+@pytest.mark.parametrize("variant", ["static", "single-scale", "soft-moe"])
+def test_baseline_variants_train_a_step(variant):
+    from medmoe.config import load_config, variant_of
+    from medmoe.eval.flops import image_side_cost
+    from medmoe.losses import MedMoELoss
+
+    cfg = load_config("tiny", variant)
+    assert variant_of(cfg) == variant
+    torch.manual_seed(0)
+    model = medmoe.MedMoE(cfg).train()
+    image, text = model(torch.randn(4, 3, 64, 64), ["left effusion", "normal", "liver lesion", "no cyst"],
+                        torch.tensor([0, 0, 1, 3]))
+    losses = MedMoELoss()(image.global_emb, text.global_emb, image.local_map, text.words, text.lengths,
+                          [r for r in (image.router_logits, text.router_logits) if r is not None], torch.tensor([0, 0, 1, 3]))
+    losses["total"].backward()
+    assert image.local_map.shape == (4, 32, 16, 16) and torch.isfinite(losses["total"])
+    cost = image_side_cost(cfg)
+    assert cost["params_active"] == cost["params_total"]  # no inactive experts in any baseline
+    if variant == "soft-moe":  # the report router learns through the mixing weights
+        assert model.text_router.mlp[0].weight.grad.abs().sum() > 0
+        local_grads = [p.grad for p in model.image.experts.parameters() if p.grad is not None]
+        assert len(local_grads) == len(list(model.image.experts.parameters()))
+    if variant == "single-scale":
+        assert model.image.head.scale_scorer is None and len(model.image.head.project) == 1
