@@ -256,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
     p.add_argument("--n", type=int, default=3000, help="MedSynth images (default: 3000)")
     p.add_argument("--steps", type=int, default=240, help="training steps of each model (default: 240)")
-    p.add_argument("--minutes", dest="time_limit", type=float, default=6.0,
-                   help="time box of each training in minutes (default: 6)")
+    p.add_argument("--minutes", dest="time_limit", type=float, default=8.0,
+                   help="safety time box of each training in minutes (default: 8)")
     p.add_argument("--variants", nargs="+", default=["medmoe", "static"], choices=list(VARIANTS),
                    help="models to train and compare (default: medmoe static)")
     _add_training_options(p, cmd_demo)

@@ -126,7 +126,11 @@ def train(config: MedMoEConfig, args: TrainArgs) -> dict:
 
     bar = tqdm(total=args.steps, initial=start, disable=not args.progress, unit="step", dynamic_ncols=True)
     began, last = time.perf_counter(), {}
-    wait = compute = 0.0
+    wait = compute = 0.0  # seconds waiting for batches / computing steps
+
+    def data_wait() -> float:
+        return round(wait / max(wait + compute, 1e-9), 4)
+
     step = start
     model.train()
     while step < args.steps:
@@ -137,6 +141,7 @@ def train(config: MedMoEConfig, args: TrainArgs) -> dict:
         if len(batch["reports"]) < 2:  # a contrastive batch needs negatives; skip it but keep the order
             step += 1
             scheduler.step()
+            bar.update(1)
             continue
         image, text = model(batch["images"], batch["reports"], batch["modality"])
         target = model.expert_targets(batch["modality"])
@@ -156,7 +161,7 @@ def train(config: MedMoEConfig, args: TrainArgs) -> dict:
         if step % args.log_every == 0 or step == args.steps:
             log.write({"step": step, "split": "train", **{k: round(v.item(), 5) for k, v in losses.items()},
                        "lr": scheduler.get_last_lr()[0], "grad_norm": round(float(grad_norm), 4),
-                       "images_per_s": round(rate, 2), "data_wait": round(wait / max(wait + compute, 1e-9), 4)})
+                       "images_per_s": round(rate, 2), "data_wait": data_wait()})
         out_of_time = args.time_limit is not None and time.perf_counter() - began > 60 * args.time_limit
         if step % args.eval_every == 0 and step < args.steps and not out_of_time:
             last = evaluate(step)
@@ -167,4 +172,4 @@ def train(config: MedMoEConfig, args: TrainArgs) -> dict:
             break
     bar.close()
     last = evaluate(step) or last
-    return {"step": step, "run": str(run), "data_wait": round(wait / max(wait + compute, 1e-9), 4), **last}
+    return {"step": step, "run": str(run), "data_wait": data_wait(), **last}
