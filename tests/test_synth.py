@@ -47,7 +47,7 @@ def test_public_constants():
     assert MODALITIES == ("xray", "ct", "mri", "ultrasound")
     for m in MODALITIES:
         assert FINDINGS[m][0] == "normal" and len(FINDINGS[m]) >= 3 and len(set(FINDINGS[m])) == len(FINDINGS[m])
-    assert Difficulty() == Difficulty(noise=1.0, contrast=1.0, lesion_scale=1.0)
+    assert Difficulty() == Difficulty(noise=1.0, contrast=2.5, lesion_scale=1.8)
     with pytest.raises(ValueError):
         Difficulty(noise=-1.0)
     with pytest.raises(ValueError):
@@ -199,7 +199,8 @@ def test_difficulty_knobs():
     healthy = render_sample(np.random.default_rng(3), "ct", "normal", 96, Difficulty())
     invisible = render_sample(np.random.default_rng(3), "ct", "liver lesion", 96, Difficulty(contrast=0.0))
     assert np.array_equal(invisible.image, healthy.image) and invisible.mask.any()
-    bigger = [s.mask.sum() for s in samples("ct", "liver lesion", 8, difficulty=Difficulty(lesion_scale=2.0))]
+    doubled = Difficulty(lesion_scale=2 * Difficulty().lesion_scale)  # twice the radii: about 4x the area
+    bigger = [s.mask.sum() for s in samples("ct", "liver lesion", 8, difficulty=doubled)]
     assert np.median(bigger) > 2 * np.median([s.mask.sum() for s in samples("ct", "liver lesion", 8)])
     for m in MODALITIES:  # noise: pixel-to-pixel differences grow with it
         clean, noisy = (samples(m, "normal", 1, difficulty=Difficulty(noise=k))[0].image.astype(float) for k in (0, 2))

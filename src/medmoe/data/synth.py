@@ -64,21 +64,23 @@ SPLITS = (("train", 0.8), ("val", 0.9), ("test", 1.0))  # cumulative probabiliti
 _PNG_LEVEL = 1  # zlib level of the written PNGs
 _FOV_MM = {"xray": 400.0, "ct": 380.0, "mri": 240.0, "ultrasound": 100.0}
 _SIZE_MM = {  # rounded equivalent diameter (mm): small < a <= moderate < b <= large (tertiles at Difficulty())
-    "opacity": (67, 81),
-    "effusion": (45, 63),
-    "cardiomegaly": (124, 131),
-    "liver lesion": (25, 34),
-    "kidney stone": (13, 16),
-    "focal lesion": (10, 12),
-    "microbleed": (7, 8),
-    "cyst": (11, 14),
-    "solid nodule": (11, 13),
+    "opacity": (108, 124),
+    "effusion": (76, 105),
+    "cardiomegaly": (138, 152),
+    "liver lesion": (42, 56),
+    "kidney stone": (23, 29),
+    "focal lesion": (17, 22),
+    "microbleed": (12, 14),
+    "cyst": (20, 24),
+    "solid nodule": (19, 23),
 }
 
 
 @dataclass(frozen=True)
 class Difficulty:
-    """Multipliers on the built-in finding appearance; the defaults are visible but not trivial.
+    """Multipliers on the built-in finding appearance. The defaults (contrast 2.5, lesion_scale 1.8) were
+    chosen by measurement: after the demo's budget (`small`, 240 steps) zero-shot finding classification is
+    above chance (macro AUC 0.60, ultrasound 0.75) and far from perfect; at 1.0/1.0 it stayed at chance.
 
     noise: pixel noise (xray, ct, mri) or speckle depth (ultrasound); 0 gives clean images.
     contrast: finding intensity against its background; 0 makes findings invisible (cardiomegaly, a
@@ -87,8 +89,8 @@ class Difficulty:
     """
 
     noise: float = 1.0
-    contrast: float = 1.0
-    lesion_scale: float = 1.0
+    contrast: float = 2.5
+    lesion_scale: float = 1.8
 
     def __post_init__(self):
         if min(self.noise, self.contrast, self.lesion_scale) < 0:
