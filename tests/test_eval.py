@@ -147,6 +147,7 @@ def test_eval_all_and_explain(trained, tmp_path):
                  str(tmp_path / "all.json"), "--quiet"]) == 0
     result = json.loads((tmp_path / "all.json").read_text())
     assert {"zeroshot", "retrieval", "linear_probe", "routing", "grounding"} <= set(result)
+    assert result["variant"] == "medmoe" and result["split"] == "test"
     row = json.loads(data.read_text().splitlines()[0])
     assert main(["explain", "--model", str(root / "run"), "--image", str(data.parent / row["image"]),
                  "--report", row["report"], "--out", str(tmp_path / "fig.png")]) == 0

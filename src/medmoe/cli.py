@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import VARIANTS, ConfigError, list_presets, load_config, parse_overrides
+from .config import VARIANTS, ConfigError, list_presets, load_config, parse_overrides, variant_of
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -175,8 +175,8 @@ def cmd_eval(args) -> int:
 
     model = MedMoE.from_pretrained(args.model)
     tasks = TASKS if args.task == "all" else (args.task,)
-    result = {"model": str(args.model), **evaluate(model, args.data, args.split, tasks, args.prompts,
-                                                   progress=not args.quiet)}
+    result = {"model": str(args.model), "variant": variant_of(model.config),
+              **evaluate(model, args.data, args.split, tasks, args.prompts, progress=not args.quiet)}
     for name in (t.replace("-", "_") for t in tasks):
         print(f"\n{name} ({args.split} split, {result['n']} images)\n{format_task(name, result[name])}")
     if args.json:
