@@ -149,23 +149,16 @@ def cmd_demo(args) -> int:
 
 def _demo_attention_figures(model, manifest: Path, out: Path) -> list[Path]:
     """One explain figure per modality: the first test image with a masked finding."""
-    from .data.io import load_image
     from .data.manifest import read_manifest
-    from .data.transforms import to_model_input, to_model_view
-    from .eval.explain import explain_figure
-    from .eval.grounding import report_attention
+    from .eval.grounding import explain
 
-    size, figures, seen = model.config.image_size, [], set()
+    figures, seen = [], set()
     for row in read_manifest(manifest).split("test"):
         if row.mask is None or row.modality in seen:
             continue
         seen.add(row.modality)
-        image = load_image(row.image)
-        routed, text, attention = report_attention(model, to_model_input(image, size)[None], [row.report])
-        expert = int(routed.expert[0]) if routed.router_logits is not None else None
-        figures.append(explain_figure(to_model_view(image, size).numpy(), text.tokens[0],
-                                      attention[0, : int(text.lengths[0])], out / f"attention_{row.modality}.png",
-                                      expert=expert, title=f"{row.modality}: {row.labels[0]}"))
+        figures.append(explain(model, row.image, row.report, out / f"attention_{row.modality}.png",
+                               title=f"{row.modality}: {row.labels[0]}")[0])
     return figures
 
 
@@ -187,19 +180,11 @@ def cmd_eval(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .data.io import load_image
-    from .data.transforms import to_model_input, to_model_view
-    from .eval.explain import explain_figure
-    from .eval.grounding import report_attention
+    from .eval.grounding import explain
     from .model.medmoe import MedMoE
 
-    model = MedMoE.from_pretrained(args.model)
-    image = load_image(args.image)
-    size = model.config.image_size
-    routed, text, attention = report_attention(model, to_model_input(image, size)[None], [args.report])
-    expert = int(routed.expert[0]) if routed.router_logits is not None else None
-    out = explain_figure(to_model_view(image, size).numpy(), text.tokens[0], attention[0, : int(text.lengths[0])],
-                         args.out, expert=expert, title=Path(args.image).name)
+    out, expert = explain(MedMoE.from_pretrained(args.model), args.image, args.report, args.out,
+                          title=Path(args.image).name)
     print(f"wrote {out}" + (f" (routed to expert {expert})" if expert is not None else ""))
     return 0
 

@@ -102,9 +102,8 @@ VARIANTS: dict[str, dict] = {
 
 def variant_of(config: MedMoEConfig) -> str:
     """The name of the variant ``config`` is (``custom`` if none matches)."""
-    defaults = MedMoEConfig()
+    defaults, keys = MedMoEConfig(), ("moe", "dispatch", "scales")
     for name, overrides in VARIANTS.items():
-        keys = ("moe", "dispatch", "scales")
         if all(getattr(config, k) == overrides.get(k, getattr(defaults, k)) for k in keys):
             return name
     return "custom"
