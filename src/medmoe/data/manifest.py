@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,10 +47,7 @@ class Manifest:
         return [r for r in self.rows if r.split == name]
 
     def per_modality(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for r in self.rows:
-            counts[r.modality or "unknown"] = counts.get(r.modality or "unknown", 0) + 1
-        return dict(sorted(counts.items()))
+        return dict(sorted(Counter(r.modality or "unknown" for r in self.rows).items()))
 
     def summary(self) -> dict:
         return {"rows": self.total, "usable": len(self.rows), "per_modality": self.per_modality(),

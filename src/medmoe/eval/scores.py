@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .embed import embed_rows
 from .retrieval import recall_at_k
+from .routing import routing_scores
 
 
 def held_out_scores(model, rows) -> dict:
@@ -12,10 +13,9 @@ def held_out_scores(model, rows) -> dict:
     n = len(e)
     scores = {"n": n, "chance_r1": round(1 / n, 5),
               **{k: round(v, 4) for k, v in recall_at_k(e.image, e.text, ks=(1, 5)).items()}}
-    target = model.expert_targets(e.modality)
-    known = target >= 0
-    if e.image_expert is not None and known.any():
-        for side, chosen in (("image", e.image_expert), ("text", e.text_expert)):
-            scores[f"routing_acc_{side}"] = round((chosen[known] == target[known]).float().mean().item(), 4)
+    routing = routing_scores(model, e)
+    if routing["num_experts"] and (e.modality >= 0).any():
+        for side in ("image", "text"):
+            scores[f"routing_acc_{side}"] = round(routing[side]["accuracy"], 4)
     scores["skipped"] = e.skipped
     return scores
