@@ -1,0 +1,275 @@
+"""Modality labels from report text: weighted regular-expression cues, kept as data.
+
+The cues live in ``modality_rules.json`` (its ``_doc`` explains the format); users extend
+them with their own JSON files. A report gets the modality whose cues score highest, but
+only when that score is high enough and clearly ahead of the runner-up: otherwise it stays
+unknown rather than guessed. Mentions in comparison/history context ("compared with prior
+CT", "recommend MRI") are discounted so they never decide alone.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from ..config import ConfigError
+from .manifest import ManifestError
+from .modality import SPELLINGS, normalise_modality
+
+_SCALARS = ("threshold", "margin", "reference_factor")
+
+
+def _fail(source: str, message: str):
+    raise ConfigError(f"modality rules {source}: {message}")
+
+
+def _compile(pattern, source: str, where: str) -> re.Pattern:
+    if not isinstance(pattern, str) or not pattern:
+        _fail(source, f"{where}: a pattern must be a non-empty string (got {pattern!r})")
+    try:
+        compiled = re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        _fail(source, f"{where}: invalid regex {pattern!r} ({exc})")
+    if compiled.search(""):
+        _fail(source, f"{where}: regex {pattern!r} matches empty text")
+    return compiled
+
+
+def _merge(rules: dict, data, source: str) -> None:
+    """Check one rules file's content and merge it into ``rules`` (in place)."""
+    if not isinstance(data, dict):
+        _fail(source, "the file must hold a JSON object")
+    for key, value in data.items():
+        if key.startswith("_"):
+            continue
+        if key in _SCALARS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                _fail(source, f"{key!r} must be a number >= 0 (got {value!r})")
+            rules[key] = float(value)
+        elif key == "reference":
+            if not isinstance(value, list):
+                _fail(source, "'reference' must be a list of regexes")
+            for pattern in value:
+                _compile(pattern, source, "reference")
+                rules["reference"].append(pattern)
+        elif key == "cues":
+            if not isinstance(value, dict):
+                _fail(source, "'cues' must map modality -> {regex: weight}")
+            for name, cues in value.items():
+                modality = normalise_modality(name)
+                if modality is None:
+                    _fail(source, f"unknown modality {name!r} (known: {', '.join(SPELLINGS)})")
+                if not isinstance(cues, dict):
+                    _fail(source, f"cues of {name!r} must be an object {{regex: weight}}")
+                for pattern, weight in cues.items():
+                    _compile(pattern, source, f"cue of {name!r}")
+                    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                        _fail(source, f"weight of {name!r} cue {pattern!r} must be a number >= 0 (got {weight!r})")
+                    table = rules["cues"].setdefault(modality, {})
+                    table.pop(pattern, None)
+                    if weight > 0:
+                        table[pattern] = float(weight)
+        else:
+            _fail(source, f"unknown key {key!r} (expected threshold, margin, reference_factor, reference, cues)")
+
+
+@dataclass
+class ModalityRules:
+    cues: dict[str, dict[str, float]]  # modality -> {regex: weight}
+    reference: list[str] = field(default_factory=list)  # context regexes whose cue matches are discounted
+    threshold: float = 3.0  # the winner needs at least this score ...
+    margin: float = 2.0  # ... and this much more than the runner-up
+    reference_factor: float = 0.2  # weight multiplier of a cue seen only in reference context
+
+    def __post_init__(self):
+        self._cues = {m: [(re.compile(p, re.IGNORECASE), w) for p, w in cues.items()] for m, cues in self.cues.items()}
+        self._reference = [re.compile(p, re.IGNORECASE) for p in self.reference]
+
+    @classmethod
+    def load(cls, paths=None) -> "ModalityRules":
+        """The built-in rules, extended/overridden by each JSON file in ``paths`` in turn."""
+        builtin = resources.files("medmoe.data") / "modality_rules.json"
+        rules = {"cues": {}, "reference": []}
+        _merge(rules, json.loads(builtin.read_text(encoding="utf-8")), "(built-in)")
+        for path in [paths] if isinstance(paths, (str, Path)) else (paths or []):
+            try:
+                data = json.loads(Path(path).read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                _fail(str(path), "file not found")
+            except (OSError, UnicodeDecodeError) as exc:
+                _fail(str(path), f"cannot read ({exc})")
+            except json.JSONDecodeError as exc:
+                _fail(str(path), f"invalid JSON (line {exc.lineno}: {exc.msg})")
+            _merge(rules, data, str(path))
+        return cls(**rules)
+
+    def label_report(self, text) -> tuple[str | None, dict[str, float]]:
+        """(modality or None, {modality: score}) for one report."""
+        text = str(text or "")
+        spans = [m.span() for pattern in self._reference for m in pattern.finditer(text)]
+        scores = {}
+        for modality, cues in self._cues.items():
+            score = 0.0
+            for pattern, weight in cues:
+                starts = [m.start() for m in pattern.finditer(text)]
+                if not starts:
+                    continue
+                free = any(not any(a <= s < b for a, b in spans) for s in starts)
+                score += weight if free else weight * self.reference_factor
+            scores[modality] = round(score, 3)
+        ranked = sorted(scores.items(), key=lambda kv: -kv[1]) + [(None, 0.0), (None, 0.0)]
+        (best, top), (_, second) = ranked[0], ranked[1]
+        if top >= self.threshold and top - second >= self.margin:
+            return best, scores
+        return None, scores
+
+
+_BUILTIN: ModalityRules | None = None
+
+
+def label_report(text, rules: ModalityRules | None = None) -> tuple[str | None, dict[str, float]]:
+    """Label one report with ``rules`` (default: the built-in rules)."""
+    global _BUILTIN
+    if rules is None:
+        _BUILTIN = _BUILTIN or ModalityRules.load()
+        rules = _BUILTIN
+    return rules.label_report(text)
+
+
+# ----------------------------------------------------------------------------- manifests
+
+@dataclass
+class _Record:
+    data: dict | None  # the parsed row, or None when the row cannot be parsed
+    raw: str | list  # the original JSONL line, or the CSV fields
+
+
+def _read(path: Path) -> tuple[list[str], list[_Record]]:
+    """(column names in order of appearance, records) of a JSONL or CSV manifest; nothing is decoded."""
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            records = []
+            for fields in reader:
+                if not fields:
+                    continue
+                ok = len(fields) <= len(header)
+                data = dict(zip(header, fields + [""] * (len(header) - len(fields)))) if ok else None
+                records.append(_Record(data, fields))
+        return header, records
+    columns, records = {}, []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                data = None
+            data = data if isinstance(data, dict) else None  # a JSON list or number is no row either
+            columns.update(dict.fromkeys(data or {}))
+            records.append(_Record(data, line.rstrip("\r\n")))
+    return list(columns), records
+
+
+def _rebase(value, src: Path, dst: Path):
+    """A path relative to folder ``src`` rewritten relative to folder ``dst`` (same file)."""
+    if not isinstance(value, str) or not value.strip() or os.path.isabs(value) or src == dst:
+        return value
+    target = os.path.normpath(src / value.strip())
+    try:
+        return Path(os.path.relpath(target, dst)).as_posix()
+    except ValueError:  # another drive (Windows): keep it absolute
+        return target
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _csv_line(fields: list) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(fields)
+    return buffer.getvalue()
+
+
+def _write(out: Path, columns: list[str], records: list[_Record]) -> None:
+    """Write JSONL or CSV (by suffix) atomically: a temporary file in the same folder, then os.replace."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            if out.suffix.lower() == ".csv":
+                unparsed = any(r.data is None and isinstance(r.raw, str) for r in records)
+                writer = csv.writer(f)
+                writer.writerow(columns + (["unparsed"] if unparsed else []))
+                for r in records:
+                    if r.data is not None:
+                        writer.writerow([_cell(r.data.get(c)) for c in columns])
+                    elif isinstance(r.raw, list):  # a CSV row: copied as it was
+                        writer.writerow(r.raw)
+                    else:  # a JSONL line that is not a JSON object: kept whole in the last column
+                        writer.writerow([""] * len(columns) + [r.raw])
+            else:
+                for r in records:
+                    if r.data is not None:
+                        f.write(json.dumps(r.data, ensure_ascii=False) + "\n")
+                    else:
+                        f.write((r.raw if isinstance(r.raw, str) else _csv_line(r.raw)) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def label_manifest(manifest, out, rules: ModalityRules | None = None, overwrite: bool = False) -> dict:
+    """Write ``out`` (JSONL for .jsonl/.json, CSV for .csv): every row of ``manifest`` with ``modality``
+    filled from the report where missing (empty when undecided) and ``modality_source`` = given,
+    report or unknown. A valid given modality is kept (normalised) unless ``overwrite``; with
+    ``overwrite`` an undecided report still keeps its given one. Relative image/mask paths are
+    rewritten when ``out`` is in another folder; unparseable rows are copied through unchanged.
+    Returns {"rows", "given", "from_report", "unknown", "unparseable", "per_modality"}.
+    """
+    manifest, out = Path(manifest), Path(out)
+    if not manifest.is_file():
+        raise ManifestError(f"manifest not found: {manifest}")
+    if out.suffix.lower() not in (".jsonl", ".json", ".csv"):
+        raise ConfigError(f"output must end with .jsonl, .json or .csv: {out}")
+    rules = rules or ModalityRules.load()
+    columns, records = _read(manifest)
+    columns += [c for c in ("modality", "modality_source") if c not in columns]
+    src, dst = manifest.parent.resolve(), out.parent.resolve()
+    sources, modalities = Counter(), Counter()
+    for r in records:
+        if r.data is None:
+            sources["unparseable"] += 1
+            continue
+        given = normalise_modality(r.data.get("modality"))
+        modality, source = given, "given"
+        if given is None or overwrite:
+            found, _ = rules.label_report(r.data.get("report"))
+            if found is not None:
+                modality, source = found, "report"
+            elif given is None:
+                source = "unknown"
+        r.data["modality"], r.data["modality_source"] = modality or "", source
+        for key in ("image", "mask"):
+            if key in r.data:
+                r.data[key] = _rebase(r.data[key], src, dst)
+        sources[source] += 1
+        modalities[modality or "unknown"] += 1
+    _write(out, columns, records)
+    per_modality = {m: modalities[m] for m in SPELLINGS if modalities[m]}
+    return {"rows": len(records), "given": sources["given"], "from_report": sources["report"],
+            "unknown": sources["unknown"], "unparseable": sources["unparseable"],
+            "per_modality": {**per_modality, "unknown": modalities["unknown"]}}
