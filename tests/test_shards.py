@@ -1,0 +1,155 @@
+"""Webdataset shards: every field round-trips, and the training stream is disjoint across ranks,
+deterministic and exactly resumable, with and without DataLoader workers."""
+import itertools
+import json
+import shutil
+import tarfile
+
+import numpy as np
+import pydicom.data
+import pytest
+import torch
+
+from medmoe.cli import main
+from medmoe.data.io import load_image, load_image_bytes
+from medmoe.data.manifest import ManifestError, read_manifest
+from medmoe.data.shards import shard_batches, write_shards
+
+MODALITIES = ["xray", "ct", "mri", "ultrasound"]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """40 MedSynth PNGs, a real DICOM without extension, a NIfTI volume, a corrupt PNG and a missing file."""
+    import nibabel
+
+    from medmoe.data.synth import generate
+
+    root = tmp_path_factory.mktemp("data")
+    path = generate(root, n=40, seed=1, size=64, progress=False)
+    shutil.copy(pydicom.data.get_testdata_file("CT_small.dcm", download=False), root / "images" / "ct_small")
+    volume = np.random.default_rng(0).random((20, 24, 5)).astype(np.float32)
+    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), root / "images" / "brain.nii.gz")
+    (root / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    extra = [{"image": "images/ct_small", "report": "Axial CT slice.", "split": "train", "labels": ["normal"]},
+             {"image": "images/brain.nii.gz", "report": "MRI brain.", "modality": "MR", "split": "train"},
+             {"image": "images/broken.png", "report": "Normal chest.", "modality": "xray", "split": "train"},
+             {"image": "images/missing.png", "report": "Normal."}]
+    with open(path, "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in extra)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shards(manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    return out, write_shards(manifest, out, shard_size=5, progress=False)
+
+
+def members(tar_path):
+    with tarfile.open(tar_path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar}
+
+
+def batches(n, **kw):
+    args = dict(image_size=32, modalities=MODALITIES, batch_size=4, seed=7) | kw
+    return list(itertools.islice(shard_batches(**args), n))
+
+
+def same(a, b):
+    return len(a) == len(b) and all(x["rows"] == y["rows"] and torch.equal(x["images"], y["images"]) and x["reports"] == y["reports"]
+               and torch.equal(x["modality"], y["modality"]) and x["skipped"] == y["skipped"] for x, y in zip(a, b))
+
+
+def test_bytes_decode_like_files(manifest):
+    root = manifest.parent
+    for name in ("images/000000.png", "images/ct_small", "images/brain.nii.gz"):
+        np.testing.assert_array_equal(load_image_bytes((root / name).read_bytes(), name), load_image(root / name))
+
+
+def test_shards_round_trip_every_field(manifest, shards):
+    out, summary = shards
+    rows = read_manifest(manifest).rows
+    assert summary["samples"] == len(rows) == 43
+    assert [s["samples"] for s in summary["shards"]] == [5] * 8 + [3]
+    assert [s["name"] for s in summary["shards"]] == [f"{i:06d}.tar" for i in range(9)]
+    assert json.loads((out / "shards.json").read_text()) == summary
+    assert summary["skipped"] == [{"row": 44, "reason": "image file not found: images/missing.png"}]
+    assert sum(summary["per_modality"].values()) == 43 and summary["per_modality"]["ct"] >= 1
+    files = {}
+    for s in summary["shards"]:
+        files |= members(out / s["name"])
+    for row in rows:
+        key = f"{row.row:09d}"
+        ext = {"ct_small": "dcm", "brain.nii.gz": "nii.gz"}.get(row.image.name, row.image.suffix[1:])
+        assert files[f"{key}.{ext}"] == row.image.read_bytes()
+        assert files[f"{key}.txt"].decode() == row.report
+        meta = json.loads(files[f"{key}.json"])
+        assert meta == {"modality": row.modality, "labels": row.labels, "split": row.split, "row": row.row,
+                        "source": str(row.image.relative_to(manifest.parent.resolve()))}
+    assert json.loads(files["000000041.json"])["modality"] == "ct"  # from the DICOM header
+
+
+def test_split_selection_and_no_usable_row(manifest, tmp_path):
+    summary = write_shards(read_manifest(manifest), tmp_path / "test", 100, split="test", progress=False)
+    assert summary["samples"] == len(read_manifest(manifest).split("test")) and len(summary["shards"]) == 1
+    with pytest.raises(ManifestError, match="no usable row"):
+        write_shards(manifest, tmp_path / "none", 100, split="nope", progress=False)
+    with pytest.raises(FileExistsError):
+        write_shards(manifest, tmp_path / "test", 100, progress=False)
+
+
+def test_ranks_read_disjoint_shards_and_cover_a_pass(shards):
+    out, summary = shards
+    pattern = f"{out}/{{000000..000007}}.tar"  # 8 full shards of 5: 20 samples per rank and pass
+    runs = [batches(5, pattern=pattern, rank=r, world=2, batch_size=4) for r in (0, 1)]
+    seen = [[k for b in run for k in b["rows"] + [s["row"] for s in b["skipped"]]] for run in runs]
+    assert len(set(seen[0])) == len(set(seen[1])) == 20 and not set(seen[0]) & set(seen[1])
+    assert len(set(seen[0]) | set(seen[1])) == 40
+    b = runs[0][0]
+    assert b["images"].shape == (len(b["rows"]), 3, 32, 32) and b["modality"].dtype == torch.long
+    assert shard_batches(pattern, 32, MODALITIES, 4, 7, world=2).steps_per_epoch == 40 // 8
+
+
+def test_corrupt_image_is_skipped_and_the_stream_goes_on(shards):
+    out, summary = shards
+    stream = batches(43, pattern=str(out), batch_size=2)  # the folder: 43 samples, exactly two passes
+    skipped = [s for b in stream for s in b["skipped"]]
+    assert [s["row"] for s in skipped] == ["000000043"] * 2 and "broken.png" in skipped[0]["reason"]
+    assert sum(len(b["rows"]) for b in stream) == 86 - 2
+    kinds = {r: m for b in stream for r, m in zip(b["rows"], b["modality"].tolist())}
+    assert kinds["000000041"] == MODALITIES.index("ct") and kinds["000000042"] == MODALITIES.index("mri")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stream_is_deterministic_and_resumes_exactly(shards, workers):
+    out, summary = shards
+    kw = dict(pattern=str(out), batch_size=4, workers=workers, rank=1, world=2)
+    straight = batches(14, **kw)
+    assert same(straight, batches(14, **kw))
+    assert not same(straight, batches(14, **kw | {"seed": 8}))
+    for k in (3, 7):  # a reader's pass is 8-15 samples: resuming inside the first pass, and after it
+        assert same(batches(14 - k, **kw, start_step=k), straight[k:])
+
+
+def test_samples_without_shards_json_and_too_few_shards(shards, tmp_path):
+    out, summary = shards
+    for s in summary["shards"][:3]:
+        shutil.copy(out / s["name"], tmp_path)
+    stream = shard_batches(tmp_path / "000001.tar", 32, MODALITIES, 2, 0)
+    assert stream.samples == 5 and stream.steps_per_epoch == 2
+    assert shard_batches(f"{tmp_path}/{{000000..000002}}.tar", 32, MODALITIES, 2, 0, world=3).samples == 15
+    with pytest.raises(ValueError, match="3 shard.*4 readers.*smaller --shard-size"):
+        shard_batches(tmp_path, 32, MODALITIES, 2, 0, world=2, workers=2)
+    with pytest.raises(FileNotFoundError):
+        shard_batches(f"{tmp_path}/{{000000..000009}}.tar", 32, MODALITIES, 2, 0)
+
+
+def test_data_shard_command(manifest, tmp_path, capsys):
+    assert main(["data", "shard", str(manifest), str(tmp_path / "s"), "--shard-size", "20", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 shards" in printed and "43 samples" in printed and "1 skipped" in printed
+    assert f"{tmp_path / 's'}/{{000000..000002}}.tar" in printed
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["000000.tar", "000001.tar", "000002.tar",
+                                                                  "shards.json"]
+    assert main(["data", "shard", str(manifest), str(tmp_path / "t"), "--shard-size", "20", "--split", "nope"]) == 1
