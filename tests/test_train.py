@@ -80,3 +80,38 @@ def test_a_short_tiny_run_retrieves_clearly_above_chance(tmp_path):
     assert min(final["i2t_r5"], final["t2i_r5"]) >= 3 * chance_r5
     assert min(final["i2t_r1"], final["t2i_r1"]) >= 2 * final["chance_r1"]
     assert final["routing_acc_image"] > 0.8
+
+
+def test_non_finite_losses_skip_steps_and_ten_in_a_row_stop_the_run(tmp_path, medsynth, monkeypatch, capsys):
+    from medmoe.losses import MedMoELoss
+
+    real, calls = MedMoELoss.forward, []
+
+    def forward(self, *args, **kwargs):  # finite for 3 steps, then NaN for good
+        calls.append(1)
+        losses = real(self, *args, **kwargs)
+        if len(calls) > 3:
+            losses["total"] = losses["total"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(MedMoELoss, "forward", forward)
+    assert main(train_argv(medsynth, tmp_path / "run", 30, "--checkpoint-every", "2")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "10 non-finite steps in a row at step 13" in err[0] and "step-000002" in err[0]
+    assert latest_checkpoint(tmp_path / "run").name == "step-000002"  # the last good one
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r.get("nonfinite")] == list(range(4, 14))
+
+
+def test_training_streams_webdataset_shards(tmp_path, medsynth):
+    from medmoe.data.shards import write_shards
+
+    write_shards(medsynth, tmp_path / "shards", shard_size=32, split="train", progress=False)
+    argv = train_argv(f"{tmp_path}/shards/{{000000..000003}}.tar", tmp_path / "run", 4, "--val", str(medsynth),
+                      "--workers", "2")
+    assert main(argv) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"][-1]
+    samples = json.loads((tmp_path / "shards" / "shards.json").read_text())["samples"]
+    assert train["epoch"] == round(4 / (samples // 8), 4)
+    assert [r for r in records if r["split"] == "val"][-1]["n"] > 0

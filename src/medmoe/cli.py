@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -91,11 +92,38 @@ def cmd_data_check(args) -> int:
     return 0
 
 
+def cmd_data_shard(args) -> int:
+    from .data.shards import write_shards
+
+    summary = write_shards(args.manifest, args.out, args.shard_size, split=args.split, progress=not args.quiet)
+    last = len(summary["shards"]) - 1
+    print(f"wrote {len(summary['shards'])} shards, {summary['samples']} samples ({len(summary['skipped'])} skipped "
+          f"rows) and shards.json to {args.out}")
+    for bad in summary["skipped"]:
+        print(f"  row {bad['row']}: {bad['reason']}")
+    print(f"train with: medmoe train --data '{Path(args.out)}/{{000000..{last:06d}}}.tar' ...")
+    return 0
+
+
+def cmd_label_modality(args) -> int:
+    from .data.labelling import ModalityRules, label_manifest
+
+    counts = label_manifest(args.manifest, args.out, ModalityRules.load(args.rules), overwrite=args.overwrite)
+    print(f"{args.manifest}: {counts['rows']} rows -> {args.out}")
+    for modality, count in counts["per_modality"].items():
+        print(f"  {modality:<12} {count}")
+    print(f"given {counts['given']}, filled from the report {counts['from_report']}, unknown {counts['unknown']}"
+          + (f", unparseable (copied as is) {counts['unparseable']}" if counts["unparseable"] else ""))
+    _write_json(args.json, counts)
+    return 0
+
+
 def _train_args(args):
     from .train.loop import TrainArgs
 
-    fields = {k: getattr(args, k) for k in ("data", "out", "steps", "batch_size", "seed", "lr", "warmup",
-                                            "checkpoint_every", "eval_every", "workers", "time_limit", "resume")}
+    names = ("data", "out", "steps", "batch_size", "seed", "lr", "warmup", "checkpoint_every", "eval_every", "workers",
+             "time_limit", "resume", "accum_steps", "epochs", "val", "gather_local", "sync_bn", "device", "precision")
+    fields = {k: getattr(args, k, None) for k in names}
     return TrainArgs(**{k: v for k, v in fields.items() if v is not None}, progress=not args.quiet)
 
 
@@ -107,7 +135,8 @@ def cmd_train(args) -> int:
     if args.data is None or args.out is None:
         raise ConfigError("train needs --data MANIFEST and --out RUN (or --resume RUN)")
     result = train(_config(args), _train_args(args))
-    print(json.dumps(result))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        print(json.dumps(result))
     return 0
 
 
@@ -214,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     p.set_defaults(func=cmd_flops)
 
-    p = sub.add_parser("data", help="inspect manifests", description="Inspect manifests.")
+    p = sub.add_parser("data", help="inspect and shard manifests", description="Inspect and shard manifests.")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     q = data_sub.add_parser("check", help="read every row and image of a manifest and summarise",
                             description="Read every row of MANIFEST (decoding each image) and print rows, usable "
@@ -222,10 +251,35 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("manifest")
     q.add_argument("--json", metavar="FILE", help='write {"rows", "usable", "per_modality", "unusable"} as JSON')
     q.set_defaults(func=cmd_data_check)
+    q = data_sub.add_parser("shard", help="write a manifest's usable rows as webdataset tar shards",
+                            description="Write OUT/000000.tar, ... (image file bytes as they are, report, metadata) "
+                            "and OUT/shards.json, for medmoe train --data 'OUT/{000000..00000K}.tar'.")
+    q.add_argument("manifest")
+    q.add_argument("out", help="output folder (new, or without .tar files)")
+    q.add_argument("--shard-size", type=int, required=True, metavar="N", help="samples per shard (at most)")
+    q.add_argument("--split", metavar="NAME", help="only this split's rows (default: all rows)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_data_shard)
 
-    p = sub.add_parser("train", help="pretrain MedMoE on a manifest",
-                       description="Train on the manifest's train split, score the val split periodically.")
-    p.add_argument("--data", metavar="MANIFEST", help="JSONL or CSV manifest")
+    p = sub.add_parser("label-modality", help="fill missing modality labels of a manifest from the report text",
+                       description="Write FILE: every row of MANIFEST with 'modality' filled from its report where it "
+                       "is missing (weighted cue rules, see medmoe/data/modality_rules.json; left empty when the report "
+                       "is undecided) and 'modality_source' (given, report or unknown). Images are not read.")
+    p.add_argument("manifest", help="JSONL or CSV manifest")
+    p.add_argument("--out", required=True, metavar="FILE", help="output manifest (.jsonl, .json or .csv); relative "
+                   "image/mask paths are rewritten if it is in another folder")
+    p.add_argument("--rules", action="append", default=[], metavar="FILE",
+                   help="JSON rules extending/overriding the built-in ones (repeatable)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="label rows that already have a modality too (an undecided report keeps the given one)")
+    p.add_argument("--json", metavar="FILE",
+                   help='write {"rows", "given", "from_report", "unknown", "unparseable", "per_modality"} as JSON')
+    p.set_defaults(func=cmd_label_modality)
+
+    p = sub.add_parser("train", help="pretrain MedMoE on a manifest or webdataset shards",
+                       description="Train on the manifest's train split (or on shards), score the val split "
+                       "periodically. Data-parallel under torchrun: torchrun --nproc_per_node N -m medmoe train ...")
+    p.add_argument("--data", metavar="DATA", help="JSONL or CSV manifest, or shards: 'OUT/{000000..000099}.tar'")
     p.add_argument("--out", metavar="RUN", help="run folder (checkpoints, metrics.jsonl)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint (with RUN's own model configuration)")
     p.add_argument("--steps", type=int, help="total optimisation steps (default: 1000)")
@@ -234,6 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="medmoe (default), or a baseline: static (one multi-scale head), single-scale "
                    "(stage-3 features only), soft-moe (all experts, router-weighted)")
     _add_training_options(p, cmd_train)
+    p.add_argument("--accum-steps", type=int, metavar="A",
+                   help="micro-batches of --batch-size per process and step; the loss sees all A x batch "
+                   "samples as negatives (feature caching; default: 1)")
+    p.add_argument("--epochs", type=float, help="train this many epochs (overrides --steps)")
+    p.add_argument("--val", metavar="MANIFEST", help="held-out manifest scored during training (default: the "
+                   "val split of --data; needed to score a run on shards)")
+    p.add_argument("--gather-local", action="store_true", default=None,
+                   help="under torchrun, score the local loss against every process's samples (default: per process)")
+    p.add_argument("--no-sync-bn", dest="sync_bn", action="store_false", default=None,
+                   help="under torchrun, normalise the experts per process instead of over the global batch")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"],
+                   help="default: bf16 autocast on GPU (TF32 on), fp32 on CPU")
 
     p = sub.add_parser("demo", help="MedSynth, MedMoE vs the static baseline, evaluation and report.md",
                        description="Generate MedSynth, train MedMoE and the static baseline with the same seed and "
@@ -277,8 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple:
     from .data.manifest import ManifestError
+    from .train.loop import TrainingError
 
-    return (ConfigError, ManifestError, FileNotFoundError, NotADirectoryError, PermissionError, ImportError)
+    return (ConfigError, ManifestError, TrainingError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            PermissionError, ImportError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except _user_errors() as exc:
         print(f"medmoe: error: {exc}", file=sys.stderr)
-        return 1 if type(exc).__name__ == "ManifestError" else 2
+        return 1 if type(exc).__name__ in ("ManifestError", "TrainingError") else 2
     except KeyboardInterrupt:
         print("medmoe: interrupted", file=sys.stderr)
         return 130

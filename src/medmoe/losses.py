@@ -49,6 +49,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from .distributed import all_gather_with_grad, is_distributed
+
 __all__ = [
     "EPS",
     "LOCAL_BLOCK_BYTES",
@@ -74,19 +76,32 @@ def _working(*tensors: Tensor) -> list[Tensor]:
     return out
 
 
-def _two_way_ce(scores: Tensor) -> tuple[Tensor, Tensor]:
-    """Cross-entropy with the diagonal as target: rows (images) and columns (reports)."""
-    labels = torch.arange(scores.shape[0], device=scores.device)
-    return F.cross_entropy(scores, labels), F.cross_entropy(scores.t(), labels)
+def _two_way_ce(image_rows: Tensor, report_rows: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
+    """(image -> text, text -> image) cross-entropies. ``image_rows`` [b, B]: this rank's b images
+    scored against all B reports; ``report_rows`` [b, B]: its b reports against all B images.
+    The match of local sample k is global column ``offset + k`` (offset 0 without gathering)."""
+    labels = offset + torch.arange(image_rows.shape[0], device=image_rows.device)
+    return F.cross_entropy(image_rows, labels), F.cross_entropy(report_rows, labels)
 
 
-def global_contrastive_loss(image_emb: Tensor, text_emb: Tensor, temp3: float = 10.0) -> tuple[Tensor, Tensor]:
+def _cosine(x: Tensor, y: Tensor) -> Tensor:
+    """[n, D] x [m, D] -> [n, m] cosine similarities with GLoRIA's clamp on the norm product."""
+    norms = x.norm(dim=1, keepdim=True) * y.norm(dim=1, keepdim=True).t()
+    return x @ y.t() / norms.clamp(min=EPS)
+
+
+def global_contrastive_loss(image_emb: Tensor, text_emb: Tensor, temp3: float = 10.0,
+                            gather: bool = True) -> tuple[Tensor, Tensor]:
     """Global contrastive loss of Sec. 4.4 (GLoRIA ``global_loss``).
 
     ``scores[j, i] = temp3 * <v_j, t_i> / clamp(|v_j| |t_i|, 1e-8)`` for image embeddings
     ``image_emb`` [B, D] and report embeddings ``text_emb`` [B, D]; returns
     ``(image_to_text, text_to_image)`` = (CE over rows, CE over columns), each the mean over
     the batch, with the matching pair (the diagonal) as target.
+
+    Under distributed training (``gather``), every rank's embeddings are gathered with their
+    gradients and this rank's samples are scored against all of them; averaged over ranks
+    (as DDP averages gradients) this is the loss of the concatenated global batch.
     """
     if image_emb.dim() != 2 or image_emb.shape != text_emb.shape:
         raise ValueError(f"expected two [B, D] tensors, got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
@@ -94,10 +109,12 @@ def global_contrastive_loss(image_emb: Tensor, text_emb: Tensor, temp3: float = 
         img, txt = _working(image_emb, text_emb)
         dtype = torch.promote_types(img.dtype, txt.dtype)
         img, txt = img.to(dtype), txt.to(dtype)
-        dots = img @ txt.t()
-        norms = img.norm(dim=1, keepdim=True) * txt.norm(dim=1, keepdim=True).t()
-        scores = dots / norms.clamp(min=EPS) * temp3
-        return _two_way_ce(scores)
+        if not (gather and is_distributed()):
+            scores = _cosine(img, txt) * temp3
+            return _two_way_ce(scores, scores.t())
+        both, offset = all_gather_with_grad(torch.cat([img, txt], dim=1))  # one collective for both
+        all_img, all_txt = both.split(img.shape[1], dim=1)
+        return _two_way_ce(_cosine(img, all_txt) * temp3, _cosine(txt, all_img) * temp3, offset)
 
 
 MIN_BLOCK_ROWS = 128  # keep at least this many word rows per report block before cutting on length
@@ -169,16 +186,58 @@ def _diagonal_attention(w: Tensor, mask: Tensor, ctx: Tensor, temp1: float) -> T
     return q.masked_fill(~mask[:, :, None], 0.0)
 
 
+def _masked_words(words: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """Words with padded rows zeroed (even inf/nan padding never leaks) and the [B, N] mask of real words."""
+    mask = torch.arange(words.shape[1], device=words.device)[None] < lengths[:, None]
+    return words.masked_fill(~mask[:, :, None], 0.0), mask
+
+
 @torch.no_grad()
 def word_attention(regions: Tensor, words: Tensor, lengths: Tensor, temp1: float = 4.0) -> Tensor:
     """Each report's word attention over its own image (GLoRIA ``attention_fn`` on the diagonal
     pairs): regions [B, D, H, W], words [B, N, D], lengths [B] -> [B, N, H, W], zeros at padding."""
     b, d, h, wd = regions.shape
-    n = words.shape[1]
-    mask = torch.arange(n, device=words.device)[None] < torch.as_tensor(lengths, device=words.device)[:, None]
     regions, words = _working(regions, words)
-    w = words.masked_fill(~mask[:, :, None], 0.0)
-    return _diagonal_attention(w, mask, regions.reshape(b, d, h * wd), temp1).view(b, n, h, wd)
+    w, mask = _masked_words(words, torch.as_tensor(lengths, device=words.device))
+    return _diagonal_attention(w, mask, regions.reshape(b, d, h * wd), temp1).view(b, w.shape[1], h, wd)
+
+
+def _local_scores(ctx: Tensor, words: Tensor, lengths: Tensor, *, temp1: float, temp2: float, mean: bool,
+                  budget: int) -> Tensor:
+    """Z(i, j) of every image j (ctx [Bi, D, S]) and report i (words [Br, N, D]): [Bi, Br].
+
+    Reports are processed longest first in blocks of similar length, each block cut to its own
+    longest report, so little work goes to padding. Images are split once with torch.split (one
+    SplitBackward) so gradients accumulate in one buffer per chunk instead of a full-size zero
+    tensor per block. Blocks are checkpointed when the whole matrix does not fit in ``budget``.
+    """
+    bi, d, s = ctx.shape
+    w, mask = _masked_words(words, lengths)
+    log_len = lengths.to(w.dtype).log()
+    lens = lengths.tolist()
+    order = sorted(range(len(lens)), key=lambda k: -lens[k])  # longest report first
+    row_bytes = max(s, d) * ctx.element_size()
+    bj, blocks = _report_blocks([lens[k] for k in order], bi, row_bytes, budget)
+    fn = partial(_pair_scores, temp1=temp1, temp2=temp2, mean=mean)
+    fits = bi * len(lens) * lens[order[0]] * row_bytes <= budget
+    use_ckpt = not fits and torch.is_grad_enabled() and (ctx.requires_grad or w.requires_grad)
+
+    perm = torch.tensor(order, device=ctx.device)
+    w_s, m_s, l_s = w.index_select(0, perm), mask.index_select(0, perm), log_len.index_select(0, perm)
+    c_chunks = torch.split(ctx, bj)
+    cols = []
+    for st, en, nb in blocks:
+        wi, mi, li = w_s[st:en, :nb], m_s[st:en, :nb], l_s[st:en]
+        parts = []
+        for cj in c_chunks:
+            if use_ckpt:
+                parts.append(checkpoint(fn, wi, mi, li, cj, use_reentrant=False, preserve_rng_state=False))
+            else:
+                parts.append(fn(wi, mi, li, cj))
+        cols.append(torch.cat(parts, dim=0))
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(len(lens), device=ctx.device)
+    return torch.cat(cols, dim=1).index_select(1, inverse)
 
 
 def local_contrastive_loss(
@@ -191,6 +250,7 @@ def local_contrastive_loss(
     agg: str = "sum",
     *,
     block_bytes: int | None = None,
+    gather: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Local (word-region) contrastive loss of Sec. 4.4 (GLoRIA ``local_loss``), batched.
 
@@ -204,6 +264,8 @@ def local_contrastive_loss(
         agg: ``"sum"`` (``log sum_n exp``) or ``"mean"`` (``log mean_n exp``).
         block_bytes: budget for the largest intermediate of one block of reports x images
             (default ``LOCAL_BLOCK_BYTES``).
+        gather: under distributed training, score this rank's images against every rank's
+            reports and its reports against every rank's images (default: per rank).
 
     Returns:
         ``(image_to_text, text_to_image, attention)``: the cross-entropy over rows (images)
@@ -229,47 +291,22 @@ def local_contrastive_loss(
         regions, words = _working(regions, words)
         dtype = torch.promote_types(regions.dtype, words.dtype)
         regions, words = regions.to(dtype), words.to(dtype)
-        device = regions.device
-        lengths = lengths.to(device)
-        s = h * wd
-        ctx = regions.reshape(b, d, s)  # [B, D, S], a view for contiguous input
-        mask = torch.arange(n, device=device)[None] < lengths[:, None]  # [B, N]
-        w = words.masked_fill(~mask[:, :, None], 0.0)  # padding (even inf/nan) never leaks
-        log_len = lengths.to(dtype).log()
-
+        lengths = lengths.to(regions.device)
+        ctx = regions.reshape(b, d, h * wd)  # [B, D, S], a view for contiguous input
+        w, mask = _masked_words(words, lengths)
         with torch.no_grad():
             attention = _diagonal_attention(w.detach(), mask, ctx.detach(), temp1).view(b, n, h, wd)
-
-        budget = LOCAL_BLOCK_BYTES if block_bytes is None else int(block_bytes)
-        lens = lengths.tolist()
-        order = sorted(range(b), key=lambda k: -lens[k])  # longest report first
-        bj, blocks = _report_blocks([lens[k] for k in order], b, max(s, d) * regions.element_size(), budget)
-        fn = partial(_pair_scores, temp1=temp1, temp2=temp2, mean=(agg == "mean"))
-        fits = b * b * lens[order[0]] * max(s, d) * regions.element_size() <= budget
-        use_ckpt = not fits and torch.is_grad_enabled() and (regions.requires_grad or words.requires_grad)
-
-        # Reports are processed longest first in blocks of similar length, each block cut to
-        # its own longest report, so little work goes to padding. Images are split once with
-        # torch.split (one SplitBackward) so gradients accumulate in one buffer per chunk
-        # instead of a full-size zero tensor per block.
-        perm = torch.tensor(order, device=device)
-        w_s, m_s, l_s = w.index_select(0, perm), mask.index_select(0, perm), log_len.index_select(0, perm)
-        c_chunks = torch.split(ctx, bj)
-        cols = []
-        for st, en, nb in blocks:
-            wi, mi, li = w_s[st:en, :nb], m_s[st:en, :nb], l_s[st:en]
-            parts = []
-            for cj in c_chunks:
-                if use_ckpt:
-                    parts.append(checkpoint(fn, wi, mi, li, cj, use_reentrant=False, preserve_rng_state=False))
-                else:
-                    parts.append(fn(wi, mi, li, cj))
-            cols.append(torch.cat(parts, dim=0))
-        scores = torch.cat(cols, dim=1)  # [B images, B reports in `order`]
-        inverse = torch.empty_like(perm)
-        inverse[perm] = torch.arange(b, device=device)
-        scores = scores.index_select(1, inverse) * temp3  # [B images, B reports]
-        i2t, t2i = _two_way_ce(scores)
+        score = partial(_local_scores, temp1=temp1, temp2=temp2, mean=(agg == "mean"),
+                        budget=LOCAL_BLOCK_BYTES if block_bytes is None else int(block_bytes))
+        if not (gather and is_distributed()):
+            scores = score(ctx, words, lengths) * temp3  # [B images, B reports]
+            i2t, t2i = _two_way_ce(scores, scores.t())
+        else:  # this rank's images against all reports, and its reports against all images
+            all_ctx, offset = all_gather_with_grad(ctx)
+            all_words, _ = all_gather_with_grad(words)
+            all_lengths, _ = all_gather_with_grad(lengths)
+            i2t, t2i = _two_way_ce(score(ctx, all_words, all_lengths) * temp3,
+                                   score(all_ctx, words, lengths).t() * temp3, offset)
     return i2t, t2i, attention
 
 
@@ -299,7 +336,9 @@ class MedMoELoss(torch.nn.Module):
     text -> image) of the Sec. 4.4 losses, as GLoRIA's training code adds them;
     ``L_aux`` (Sec. 4.5) is summed over the router logits given (e.g. image-side and
     report-side routers). The word attention of the last call is kept in
-    ``last_attention`` (detached) for visualisation.
+    ``last_attention`` (detached) for visualisation. Under distributed training the global
+    loss is computed against every rank's samples; the local one too with ``gather_local``.
+    With ``w_local=0`` the local loss is not computed at all.
     """
 
     def __init__(
@@ -313,6 +352,7 @@ class MedMoELoss(torch.nn.Module):
         w_aux: float = 1.0,
         *,
         block_bytes: int | None = None,
+        gather_local: bool = False,
     ) -> None:
         super().__init__()
         if agg not in ("sum", "mean"):
@@ -320,6 +360,7 @@ class MedMoELoss(torch.nn.Module):
         self.temp1, self.temp2, self.temp3, self.agg = temp1, temp2, temp3, agg
         self.w_global, self.w_local, self.w_aux = w_global, w_local, w_aux
         self.block_bytes = block_bytes  # local-loss block budget (None: LOCAL_BLOCK_BYTES)
+        self.gather_local = gather_local
         self.last_attention: Tensor | None = None
 
     def forward(
@@ -333,12 +374,14 @@ class MedMoELoss(torch.nn.Module):
         aux_target: Tensor | None = None,
     ) -> dict[str, Tensor]:
         g_i2t, g_t2i = global_contrastive_loss(image_global, text_global, self.temp3)
-        l_i2t, l_t2i, attention = local_contrastive_loss(
-            regions, words, lengths, self.temp1, self.temp2, self.temp3, self.agg, block_bytes=self.block_bytes
-        )
-        self.last_attention = attention
         glob = g_i2t + g_t2i
-        loc = l_i2t + l_t2i
+        if self.w_local:
+            l_i2t, l_t2i, self.last_attention = local_contrastive_loss(
+                regions, words, lengths, self.temp1, self.temp2, self.temp3, self.agg,
+                block_bytes=self.block_bytes, gather=self.gather_local)
+            loc = l_i2t + l_t2i
+        else:
+            loc = torch.zeros((), dtype=glob.dtype, device=glob.device)
         logits = [x for x in (router_logits or ()) if x is not None]
         if aux_target is None or not logits:
             aux = torch.zeros((), dtype=glob.dtype, device=glob.device)

@@ -52,26 +52,31 @@ def collate(items: list[dict]) -> dict:
 
 
 class ResumableBatches(torch.utils.data.Sampler):
-    """Endless batches of (index, augmentation seed) from step ``start`` on.
+    """Endless batches of (index, augmentation seed) from step ``start`` on, for rank ``rank`` of
+    ``world`` data-parallel processes.
 
-    Epoch e is the permutation drawn from (seed, e); step s is batch s mod steps-per-epoch of
-    its epoch. The order is a pure function of (seed, step): resuming at step k replays exactly
-    what an uninterrupted run sees from step k.
+    Epoch e is the permutation drawn from (seed, e); step s is global batch s mod steps-per-epoch
+    of its epoch (``batch_size x world`` rows), of which each rank takes its own slice of
+    ``batch_size``. The order is a pure function of (seed, step): resuming at step k replays
+    exactly what an uninterrupted run sees from step k, and the ranks together see what one
+    process with a ``world`` times larger batch sees.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0):
-        if n < batch_size:
-            raise ValueError(f"batch size {batch_size} is larger than the {n} usable training rows")
+    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+        if n < batch_size * world:
+            raise ValueError(f"global batch {batch_size * world} is larger than the {n} usable training rows")
         self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start
-        self.steps_per_epoch = n // batch_size
+        self.rank, self.world = rank, world
+        self.steps_per_epoch = n // (batch_size * world)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        step = self.start
+        step, size = self.start, self.batch_size * self.world
         while True:
             epoch, pos = divmod(step, self.steps_per_epoch)
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
             for b in range(pos, self.steps_per_epoch):
-                idx = order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+                first = b * size + self.rank * self.batch_size
+                idx = order[first : first + self.batch_size].tolist()
                 yield [(i, (self.seed * 1000003 + step) * 4099 + i) for i in idx]
                 step += 1
 

@@ -26,6 +26,7 @@ class Embeddings:
 @torch.no_grad()
 def embed_rows(model, rows: list[Row], batch_size: int = 64, workers: int = 0, progress: bool = False) -> Embeddings:
     model.eval()
+    device = next(model.parameters()).device
     by_number = {r.row: r for r in rows}
     loader = make_loader(ImageReportDataset(rows, model.config.image_size, model.config.modalities),
                          workers=workers, batch_size=batch_size)
@@ -37,14 +38,14 @@ def embed_rows(model, rows: list[Row], batch_size: int = 64, workers: int = 0, p
         skipped += batch["skipped"]
         if not batch["reports"]:
             continue
-        image, text = model.encode_image(batch["images"]), model.encode_text(batch["reports"])
+        image, text = model.encode_image(batch["images"].to(device)), model.encode_text(batch["reports"])
         keep += [by_number[n] for n in batch["rows"]]
-        parts["image"].append(image.global_emb)
-        parts["text"].append(text.global_emb)
+        parts["image"].append(image.global_emb.float().cpu())
+        parts["text"].append(text.global_emb.float().cpu())
         parts["modality"].append(batch["modality"])
         if text.router_logits is not None:
-            parts["image_expert"].append(image.expert)
-            parts["text_expert"].append(text.router_logits.argmax(1))
+            parts["image_expert"].append(image.expert.cpu())
+            parts["text_expert"].append(text.router_logits.argmax(1).cpu())
     cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
     if cat["image"] is None:
         d = model.config.embed_dim

@@ -71,18 +71,24 @@ class Router(nn.Module):
 
 
 class ExpertMixture(nn.Module):
-    """K experts with hard top-1 dispatch: each sample runs through its own expert only."""
+    """K experts with hard top-1 dispatch: each sample runs through its own expert only.
+
+    ``every_expert = True`` also calls experts that no sample goes to (with an empty batch):
+    under distributed training with synchronised batch norm every rank must join each
+    expert's collectives, whatever its own routing.
+    """
 
     def __init__(self, num_experts: int, channels: list[int], dim: int, grid: int, attn_dim: int):
         super().__init__()
         self.experts = nn.ModuleList(Expert(channels, dim, grid, attn_dim) for _ in range(num_experts))
+        self.every_expert = False
 
     def forward(self, pyramid: list[torch.Tensor], expert: torch.Tensor) -> torch.Tensor:
         """Group the batch by ``expert`` [B], run each group through its expert, restore order."""
         order = torch.argsort(expert, stable=True)
         counts = torch.bincount(expert, minlength=len(self.experts)).tolist()
         groups = zip(*(f[order].split(counts) for f in pyramid))  # per expert: its rows of F1..F4
-        outputs = [e(list(levels)) for e, levels, n in zip(self.experts, groups, counts) if n]
+        outputs = [e(list(levels)) for e, levels, n in zip(self.experts, groups, counts) if n or self.every_expert]
         return torch.cat(outputs)[torch.argsort(order)]
 
     def forward_all(self, pyramid: list[torch.Tensor]) -> torch.Tensor:

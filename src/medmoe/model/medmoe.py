@@ -137,6 +137,16 @@ class MedMoE(nn.Module):
             probs = torch.nn.functional.one_hot(expert, self.config.num_experts).to(probs.dtype)
         return self.encode_image(images, expert, probs if self.config.dispatch == "soft" else None), text
 
+    def sync_batchnorm(self) -> "MedMoE":
+        """Batch norm of the experts (or the static head) over the global batch of all ranks
+        (``medmoe.distributed.SyncBatchNorm2d``); the state dict keeps its keys."""
+        from ..distributed import convert_sync_batchnorm
+
+        convert_sync_batchnorm(getattr(self.image, "experts", None) or self.image.head)
+        if hasattr(self.image, "experts"):
+            self.image.experts.every_expert = True
+        return self
+
     # ------------------------------------------------------------------------- persistence
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write ``config.json``, ``model.safetensors`` and the tokenizer; each file atomically."""

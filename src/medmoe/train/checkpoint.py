@@ -1,7 +1,7 @@
 """Resumable checkpoints: safetensors + JSON only, never pickle.
 
     RUN/checkpoints/step-000200/model/         MedMoE.save_pretrained (config.json, model.safetensors, tokenizer/)
-    RUN/checkpoints/step-000200/optimizer.safetensors   AdamW moment tensors, RNG state
+    RUN/checkpoints/step-000200/optimizer.safetensors   AdamW moment tensors
     RUN/checkpoints/step-000200/trainer.json   step, optimizer hyper-parameters, scheduler, data position
     RUN/checkpoints/latest                     name of the newest complete checkpoint
 
@@ -46,7 +46,6 @@ def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, meta: dic
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     model.save_pretrained(tmp / "model")
     tensors, groups = _optimizer_tensors(optimizer)
-    tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, tmp / "optimizer.safetensors")
     (tmp / "trainer.json").write_text(json.dumps(
         {"step": step, "optimizer": groups, "scheduler": scheduler.state_dict(), **meta}, indent=2, default=str))
@@ -63,7 +62,7 @@ def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, meta: dic
 
 
 def load_checkpoint(path: Path, optimizer, scheduler) -> dict:
-    """Restore optimizer, scheduler and RNG in place (the model: ``MedMoE.from_pretrained(path /
+    """Restore optimizer and scheduler in place (the model: ``MedMoE.from_pretrained(path /
     "model")``); returns trainer.json."""
     from safetensors.torch import load_file
 
@@ -76,5 +75,4 @@ def load_checkpoint(path: Path, optimizer, scheduler) -> dict:
             state.setdefault(int(pid), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
     scheduler.load_state_dict(meta["scheduler"])
-    torch.set_rng_state(tensors["rng.torch"])
     return meta

@@ -1,14 +1,21 @@
 """The training loop: AdamW, warm-up + cosine schedule, clipping, periodic held-out scoring,
-checkpoints every N steps, exact resume.
+checkpoints every N steps, exact resume; data-parallel under torchrun.
 
     medmoe train --preset small --data manifest.jsonl --out runs/a --steps 300
+    torchrun --nproc_per_node 2 -m medmoe train --preset small --data manifest.jsonl --out runs/a
 
 Writes ``RUN/metrics.jsonl`` (one JSON object per logged step and per evaluation),
 ``RUN/skipped.jsonl`` (rows that could not be used, with reasons), ``RUN/train_args.json`` and
-``RUN/checkpoints/`` (see ``checkpoint.py``).
+``RUN/checkpoints/`` (see ``checkpoint.py``); under DDP only rank 0 writes.
+
+A step consumes one global batch of ``batch_size x accum_steps x world`` samples: each rank
+takes its slice and embeds it in ``accum_steps`` micro-batches of ``batch_size`` (``step.py``).
+The data order is a pure function of (seed, step), and so are the random numbers of each
+step's forwards, so a resumed run replays exactly what an uninterrupted one sees.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -19,11 +26,19 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..config import MedMoEConfig
 from ..data.dataset import ImageReportDataset, ResumableBatches, make_loader
 from ..data.manifest import ManifestError, read_manifest
 from ..losses import MedMoELoss
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .step import forward_backward, split_batch
+
+MAX_NONFINITE = 10  # consecutive non-finite steps before the run stops
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stays non-finite); the last good checkpoint is kept."""
 
 
 @dataclass
@@ -44,6 +59,13 @@ class TrainArgs:
     time_limit: float | None = None  # minutes; stops early (with a checkpoint) when reached
     resume: str | None = None
     progress: bool = True
+    accum_steps: int = 1  # micro-batches of batch_size per rank and step (feature caching)
+    epochs: float | None = None  # overrides steps: epochs x steps per epoch
+    val: str | None = None  # manifest for held-out scoring (default: the training manifest's val split)
+    gather_local: bool = False  # local loss against every rank's samples (default: per rank)
+    sync_bn: bool = True  # expert batch norm over the global batch under DDP
+    device: str = "auto"  # auto (cuda if available), cpu, cuda
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bf16, fp32
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -54,122 +76,223 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 class _Log:
-    """metrics.jsonl and skipped.jsonl: started afresh by a new run, continued by a resumed one."""
+    """metrics.jsonl and skipped.jsonl: started afresh by a new run, continued by a resumed one.
+    Only the main process writes."""
 
-    def __init__(self, run: Path, resumed: bool):
-        mode = "a" if resumed else "w"
-        self.metrics = open(run / "metrics.jsonl", mode, encoding="utf-8")
-        self.skipped = open(run / "skipped.jsonl", mode, encoding="utf-8")
+    def __init__(self, run: Path, resumed: bool, main: bool):
+        self.main = main
+        if main:
+            mode = "a" if resumed else "w"
+            self.metrics = open(run / "metrics.jsonl", mode, encoding="utf-8")
+            self.skipped = open(run / "skipped.jsonl", mode, encoding="utf-8")
 
     def write(self, record: dict) -> None:
-        self.metrics.write(json.dumps(record) + "\n")
-        self.metrics.flush()
+        if self.main:
+            self.metrics.write(json.dumps(record) + "\n")
+            self.metrics.flush()
 
     def skip(self, rows: list[dict]) -> None:
-        for r in rows:
-            self.skipped.write(json.dumps(r) + "\n")
-        self.skipped.flush()
+        if self.main:
+            for r in rows:
+                self.skipped.write(json.dumps(r) + "\n")
+            self.skipped.flush()
+
+
+def autocast_for(device: torch.device, precision: str):
+    """bf16 autocast on GPU by default (TF32 for what stays in float32), float32 on CPU."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if precision == "fp32":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _is_shards(data: str) -> bool:
+    return ".tar" in data or Path(data).is_dir()
+
+
+def _training_data(args: TrainArgs, config: MedMoEConfig, proc, start: int, per_rank: int):
+    """(batches of this rank from step ``start``, training samples, steps per epoch, val rows,
+    unusable manifest rows)."""
+    try:
+        return _open_data(args, config, proc, start, per_rank)
+    except ValueError as exc:  # e.g. fewer shards than readers, or a batch larger than the data
+        raise ManifestError(f"{args.data}: {exc}") from None
+
+
+def _open_data(args: TrainArgs, config: MedMoEConfig, proc, start: int, per_rank: int):
+    if _is_shards(args.data):
+        from ..data.shards import shard_batches
+
+        stream = shard_batches(args.data, config.image_size, config.modalities, per_rank, args.seed, start,
+                               proc.rank, proc.world, args.workers)
+        val = read_manifest(args.val).split("val") if args.val else []
+        return iter(stream), stream.samples, stream.steps_per_epoch, val, []
+    manifest = read_manifest(args.data)
+    rows = manifest.split("train")
+    if not rows:
+        raise ManifestError(f"{args.data}: no usable training row ({len(manifest.unusable)} unusable of "
+                            f"{manifest.total}; see `medmoe data check {args.data}`)")
+    val = read_manifest(args.val).split("val") if args.val else manifest.split("val")
+    sampler = ResumableBatches(len(rows), per_rank, args.seed, start, proc.rank, proc.world)
+    loader = make_loader(ImageReportDataset(rows, config.image_size, config.modalities), sampler, args.workers,
+                         args.seed)
+    return iter(loader), len(rows), sampler.steps_per_epoch, val, manifest.unusable
 
 
 def train(config: MedMoEConfig, args: TrainArgs) -> dict:
-    """Train and return the last held-out scores. Raises ManifestError if no row is usable."""
+    """Train and return the last held-out scores. Raises ManifestError if no row is usable and
+    TrainingError after MAX_NONFINITE non-finite steps in a row. Under torchrun, every process
+    calls this; it joins the process group itself."""
+    proc = distributed.setup(args.device)
+    try:
+        return _train(config, args, proc)
+    finally:
+        distributed.teardown()
+
+
+def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> dict:
+    from torch.nn.parallel import DistributedDataParallel
+
     from ..eval.scores import held_out_scores
     from ..model.medmoe import MedMoE
 
+    if args.accum_steps < 1 or args.batch_size < 1:
+        raise ValueError("--batch-size and --accum-steps must be at least 1")
     run = Path(args.out)
-    manifest = read_manifest(args.data)
-    train_rows, val_rows = manifest.split("train"), manifest.split("val")
-    if not train_rows:
-        raise ManifestError(f"{args.data}: no usable training row ({len(manifest.unusable)} unusable of "
-                            f"{manifest.total}; see `medmoe data check {args.data}`)")
     resume_from = latest_checkpoint(args.resume) if args.resume else None
     if args.resume and resume_from is None:
         raise ManifestError(f"--resume {args.resume}: no checkpoint found in that run folder")
-    run.mkdir(parents=True, exist_ok=True)
-    log = _Log(run, resumed=resume_from is not None)
-    log.skip([{**u, "stage": "manifest"} for u in manifest.unusable])
-    (run / "train_args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+    if resume_from is not None:  # a resumed run continues with its own configuration
+        config = MedMoE.from_pretrained(resume_from / "model").config
+    resumed = json.loads((resume_from / "trainer.json").read_text()) if resume_from else {}
+    start = resumed.get("step", 0)
+    if _is_shards(args.data) and "workers" in resumed:  # the shard order depends on the number of readers
+        args = dataclasses.replace(args, workers=resumed["workers"])
+    per_rank = args.batch_size * args.accum_steps
+    batches, samples, steps_per_epoch, val_rows, unusable = _training_data(args, config, proc, start, per_rank)
+    steps = math.ceil(args.epochs * steps_per_epoch) if args.epochs is not None else args.steps
 
-    torch.manual_seed(args.seed)
-    # a resumed run continues with its own configuration and weights
-    model = MedMoE.from_pretrained(resume_from / "model").train() if resume_from else MedMoE(config)
-    config = model.config
-    params = [p for p in model.parameters() if p.requires_grad]
+    if proc.main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "train_args.json").write_text(json.dumps(dataclasses.asdict(args) | {"world": proc.world}, indent=2))
+    log = _Log(run, resumed=resume_from is not None, main=proc.main)
+    log.skip([{**u, "stage": "manifest"} for u in unusable])
+
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    raw = (MedMoE.from_pretrained(resume_from / "model") if resume_from else MedMoE(config)).to(proc.device).train()
+    params = [p for p in raw.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    warmup = min(args.warmup, args.steps // 5)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, args.steps))
+    warmup = min(args.warmup, steps // 5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, steps))
+    if resume_from:
+        load_checkpoint(resume_from, optimizer, scheduler)
     criterion = MedMoELoss(config.temp1, config.temp2, config.temp3, config.local_agg,
-                           config.w_global, config.w_local, config.w_aux)
-
-    start = load_checkpoint(resume_from, optimizer, scheduler)["step"] if resume_from else 0
-
-    dataset = ImageReportDataset(train_rows, config.image_size, config.modalities)
-    sampler = ResumableBatches(len(dataset), args.batch_size, args.seed, start)
-    batches = iter(make_loader(dataset, sampler, args.workers, args.seed))
+                           config.w_global, config.w_local, config.w_aux, gather_local=args.gather_local)
+    model = raw
+    if proc.world > 1:
+        if args.sync_bn:
+            raw.sync_batchnorm()
+        model = DistributedDataParallel(raw, device_ids=[proc.local_rank] if proc.device.type == "cuda" else None,
+                                        find_unused_parameters=True)  # routing leaves experts idle
+    autocast = autocast_for(proc.device, args.precision)
 
     def checkpoint(step):
-        save_checkpoint(run, step, model, optimizer, scheduler, {"seed": args.seed, "data_position": step})
+        if proc.main:
+            save_checkpoint(run, step, raw, optimizer, scheduler, {"seed": args.seed, "data_position": step,
+                                                                    "world": proc.world, "workers": args.workers})
 
     def evaluate(step):
-        if not val_rows:
+        if not val_rows or not proc.main:
             return {}
-        scores = held_out_scores(model, val_rows)
+        scores = held_out_scores(raw, val_rows)
         log.skip([{**s, "stage": "val"} for s in scores.pop("skipped")])
         log.write({"step": step, "split": "val", **scores})
-        model.train()
+        raw.train()
         return scores
+
+    def barrier():  # the others wait while rank 0 evaluates or writes
+        if distributed.is_distributed():
+            torch.distributed.barrier()
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=args.steps, initial=start, disable=not args.progress, unit="step", dynamic_ncols=True)
+    if proc.main and args.progress:
+        print(f"{samples} training samples; global batch {per_rank * proc.world} "
+              f"({proc.world} x {args.accum_steps} x {args.batch_size}); {steps_per_epoch} steps per epoch; "
+              f"{steps} steps on {proc.device}")
+    bar = tqdm(total=steps, initial=start, disable=not (args.progress and proc.main), unit="step",
+               dynamic_ncols=True)
     began, last = time.perf_counter(), {}
     wait = compute = 0.0  # seconds waiting for batches / computing steps
+    nonfinite = 0  # consecutive non-finite steps
 
     def data_wait() -> float:
         return round(wait / max(wait + compute, 1e-9), 4)
 
-    step = start
-    model.train()
-    while step < args.steps:
+    step, pending = start, []  # pending: this rank's skipped rows since the last log line
+    while step < steps:
         t0 = time.perf_counter()
         batch = next(batches)
         t1 = time.perf_counter()
-        log.skip([{**s, "stage": "train", "step": step} for s in batch["skipped"]])
-        if len(batch["reports"]) < 2:  # a contrastive batch needs negatives; skip it but keep the order
-            step += 1
-            scheduler.step()
-            bar.update(1)
-            continue
-        image, text = model(batch["images"], batch["reports"], batch["modality"])
-        target = model.expert_targets(batch["modality"])
-        routers = [r for r in (image.router_logits, text.router_logits) if r is not None]
-        losses = criterion(image.global_emb, text.global_emb, image.local_map, text.words, text.lengths,
-                           routers, target)
+        pending += [{**s, "stage": "train", "step": step} for s in batch["skipped"]]
         optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
-        optimizer.step()
+        record = None
+        # a contrastive batch needs negatives: skip one without, but keep the data order
+        if distributed.all_true(len(batch["reports"]) >= 2, proc.device):
+            losses = forward_backward(model, raw, criterion, split_batch(batch, args.accum_steps), proc.device,
+                                      autocast, seed=(args.seed * 1000003 + step) * 101 + proc.rank)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
+            finite = distributed.all_true(bool(torch.isfinite(losses["total"]) and torch.isfinite(grad_norm)),
+                                          proc.device)
+            if finite:
+                optimizer.step()
+            nonfinite = 0 if finite else nonfinite + 1
+            rate = len(batch["reports"]) * proc.world / (time.perf_counter() - t0)
+            record = {"step": step + 1, "split": "train", **{k: round(v.item(), 5) for k, v in losses.items()},
+                      "lr": scheduler.get_last_lr()[0], "grad_norm": round(float(grad_norm), 4),
+                      "images_per_s": round(rate, 2), "epoch": round((step + 1) / steps_per_epoch, 4),
+                      "time_s": round(time.perf_counter() - began, 3)}
         scheduler.step()
         step += 1
-        wait, compute = wait + (t1 - t0), compute + (time.perf_counter() - t1)
-        rate = len(batch["reports"]) / (time.perf_counter() - t0)
         bar.update(1)
-        bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()} | {"img/s": f"{rate:.1f}"})
-        if step % args.log_every == 0 or step == args.steps:
-            log.write({"step": step, "split": "train", **{k: round(v.item(), 5) for k, v in losses.items()},
-                       "lr": scheduler.get_last_lr()[0], "grad_norm": round(float(grad_norm), 4),
-                       "images_per_s": round(rate, 2), "data_wait": data_wait()})
-        out_of_time = args.time_limit is not None and time.perf_counter() - began > 60 * args.time_limit
-        if step % args.eval_every == 0 and step < args.steps and not out_of_time:
+        wait, compute = wait + (t1 - t0), compute + (time.perf_counter() - t1)
+        if record is not None and nonfinite:  # no checkpoint until the loss is finite again: the last good one is kept
+            log.write(record | {"nonfinite": True})
+            bar.write(f"step {step}: non-finite loss or gradient, update skipped ({nonfinite} in a row)")
+            if nonfinite >= MAX_NONFINITE:
+                bar.close()
+                raise TrainingError(f"{nonfinite} non-finite steps in a row at step {step}: stopping; last good "
+                                    f"checkpoint: {latest_checkpoint(run) or 'none written yet'}")
+            continue
+        if record is not None:
+            bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()} | {"img/s": f"{rate:.1f}"})
+        if step % args.log_every == 0 or step == steps:
+            log.skip(distributed.gather_lists(pending))
+            pending = []
+            if record is not None:
+                log.write(record | {"data_wait": data_wait()})
+        out_of_time = args.time_limit is not None and not distributed.all_true(  # every rank stops together
+            time.perf_counter() - began <= 60 * args.time_limit, proc.device)
+        if step % args.eval_every == 0 and step < steps and not out_of_time:
             last = evaluate(step)
-        if step % args.checkpoint_every == 0 or step == args.steps or out_of_time:
+            barrier()
+        if step % args.checkpoint_every == 0 or step == steps or out_of_time:
             checkpoint(step)
+            barrier()
         if out_of_time:
             bar.write(f"time limit of {args.time_limit} min reached at step {step}")
             break
     bar.close()
+    log.skip(distributed.gather_lists(pending))
     last = evaluate(step) or last
-    return {"step": step, "run": str(run), "data_wait": data_wait(), **last}
+    barrier()
+    return {"step": step, "run": str(run), "world": proc.world, "data_wait": data_wait(), **last}

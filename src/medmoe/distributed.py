@@ -1,0 +1,153 @@
+"""Data-parallel training on PyTorch's own engine: torchrun environment, gathering with gradients,
+and batch norm over the global batch.
+
+    torchrun --nproc_per_node 2 -m medmoe train ...
+
+Contrastive losses live on negatives, so the global loss gathers every rank's embeddings
+(``all_gather_with_grad``) and each rank scores its own samples against all of them; the
+gradient flows back to the rank that produced each embedding. ``SyncBatchNorm2d`` normalises
+the experts' features with statistics of the whole global batch, on CPU (gloo) as on GPU.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Process:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes logs and checkpoints and shows progress."""
+        return self.rank == 0
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def setup(device: str = "auto") -> Process:
+    """Join the process group that torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*):
+    nccl on GPU, gloo on CPU. Without torchrun, a single process. ``device``: auto, cpu or cuda."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+    dev = torch.device(device, local_rank) if device == "cuda" else torch.device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return Process(dist.get_rank() if world > 1 else 0, world, local_rank, dev)
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_true(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` holds on every rank (every rank must take the same branch)."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def _differentiable(name: str):
+    """``torch.distributed.nn.functional.<name>``: the collective with autograd, public since
+    torch 1.x (torch 2.13 marks it deprecated in favour of private functional collectives)."""
+    import torch.distributed.nn.functional as collectives
+
+    def call(x: torch.Tensor):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*is deprecated")
+            return getattr(collectives, name)(x)
+    return call
+
+
+def gather_lists(items: list) -> list:
+    """Every rank's list, concatenated in rank order (on every rank)."""
+    if not is_distributed():
+        return items
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [x for part in parts for x in part]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Concatenate ``x`` [b_r, ...] of every rank along dim 0; returns (gathered, offset of this
+    rank's rows). Ranks may hold different b_r and different sizes of the other dims (padded with
+    zeros to the largest). The gradient of each row flows back to the rank that made it."""
+    if not is_distributed():
+        return x, 0
+    shape = torch.tensor(x.shape, device=x.device)
+    shapes = [torch.empty_like(shape) for _ in range(dist.get_world_size())]
+    dist.all_gather(shapes, shape)
+    shapes = [s.tolist() for s in shapes]
+    big = [max(s[d] for s in shapes) for d in range(x.dim())]
+    pad = [p for d in reversed(range(x.dim())) for p in (0, big[d] - x.shape[d])]
+    parts = _differentiable("all_gather")(nn.functional.pad(x, pad))
+    rows = [s[0] for s in shapes]
+    offset = sum(rows[: dist.get_rank()])
+    return torch.cat([part[:n] for part, n in zip(parts, rows)]), offset
+
+
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch over all ranks.
+
+    torch's ``nn.SyncBatchNorm`` refuses CPU tensors, and our gloo tests run on CPU, so this one
+    all-reduces (sum, sum of squares, count) with autograd: one code path on CPU and GPU. It also
+    accepts an empty batch (an expert no sample of this rank was routed to), which must still
+    join the collective. Outside distributed training it is plain BatchNorm2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and is_distributed()):
+            return super().forward(x)
+        c = x.shape[1]
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in >= fp32
+        local = torch.cat([xf.sum(dim=(0, 2, 3)), (xf * xf).sum(dim=(0, 2, 3)),
+                           xf.new_full((1,), x.numel() / c)])
+        total = _differentiable("all_reduce")(local)
+        count = total[-1].clamp(min=1)
+        mean = total[:c] / count
+        var = (total[c : 2 * c] / count - mean * mean).clamp(min=0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
+                unbiased = var * (count / (count - 1).clamp(min=1))
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), m)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            scale = scale * self.weight
+        shift = -mean * scale + (self.bias if self.affine else 0)
+        return (xf * scale[None, :, None, None] + shift[None, :, None, None]).to(x.dtype)
+
+
+def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d under ``module`` by a SyncBatchNorm2d with the same state (in place)."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            like = child.weight if child.affine else child.running_mean
+            where = {} if like is None else {"device": like.device, "dtype": like.dtype}
+            sync = SyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                   child.track_running_stats, **where)
+            sync.load_state_dict(child.state_dict())
+            setattr(module, name, sync)
+        else:
+            convert_sync_batchnorm(child)
+    return module
