@@ -24,8 +24,8 @@ def test_grouped_dispatch_equals_running_every_expert_and_selecting(tiny):
 
 def test_dispatch_runs_each_selected_expert_once_on_its_own_rows_only(tiny):
     seen = {}
-    hooks = [e.register_forward_hook(lambda m, a, o, k=k: seen.setdefault(k, []).append(a[0][0].shape[0]))
-             for k, e in enumerate(tiny.image.experts.experts)]
+    hooks = [e.project[0][0].register_forward_hook(lambda m, a, o, k=k: seen.setdefault(k, []).append(a[0].shape[0]))
+             for k, e in enumerate(tiny.image.experts.experts)]  # each expert's first layer
     try:
         with torch.no_grad():
             tiny.encode_image(images(5), expert=torch.tensor([2, 2, 0, 2, 0]))

@@ -116,11 +116,16 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and is_distributed()):
             return super().forward(x)
+        return batch_norm_together([(self, x)])[0]
+
+    def local_stats(self, x: torch.Tensor) -> torch.Tensor:
+        """[sum over (B, H, W) per channel, sum of squares per channel, count] of this rank."""
+        x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in >= fp32
+        return torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), x.new_full((1,), x.numel() / x.shape[1])])
+
+    def normalise(self, x: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` with the global statistics ``total`` (local_stats summed over ranks)."""
         c = x.shape[1]
-        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in >= fp32
-        local = torch.cat([xf.sum(dim=(0, 2, 3)), (xf * xf).sum(dim=(0, 2, 3)),
-                           xf.new_full((1,), x.numel() / c)])
-        total = _differentiable("all_reduce")(local)
         count = total[-1].clamp(min=1)
         mean = total[:c] / count
         var = (total[c : 2 * c] / count - mean * mean).clamp(min=0)
@@ -135,7 +140,19 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         if self.affine:
             scale = scale * self.weight
         shift = -mean * scale + (self.bias if self.affine else 0)
-        return (xf * scale[None, :, None, None] + shift[None, :, None, None]).to(x.dtype)
+        return (x * scale[None, :, None, None] + shift[None, :, None, None]).to(x.dtype)
+
+
+def batch_norm_together(pairs: list[tuple[nn.BatchNorm2d, torch.Tensor]]) -> list[torch.Tensor]:
+    """``bn(x)`` for each pair; the SyncBatchNorm2d layers training under DDP share one all-reduce,
+    so a stage of several batch norms (every expert's, every scale's) costs one collective."""
+    synced = [isinstance(bn, SyncBatchNorm2d) and bn.training and is_distributed() for bn, _ in pairs]
+    out = [None if sync else bn(x) for (bn, x), sync in zip(pairs, synced)]
+    if any(synced):
+        stats = [bn.local_stats(x) for (bn, x), sync in zip(pairs, synced) if sync]
+        totals = iter(_differentiable("all_reduce")(torch.cat(stats)).split([len(s) for s in stats]))
+        out = [bn.normalise(x, next(totals)) if sync else y for (bn, x), sync, y in zip(pairs, synced, out)]
+    return out
 
 
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:

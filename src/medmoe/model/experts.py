@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import batch_norm_together
+
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(
@@ -41,8 +43,10 @@ class Expert(nn.Module):
 
     def scales(self, pyramid: list[torch.Tensor]) -> list[torch.Tensor]:
         """Projected, resized pyramid F_k^(l): L maps [B, D, G, G]."""
+        return self.resize(norm_relu([(proj, proj[0](feat)) for proj, feat in zip(self.project, pyramid)]))
+
+    def resize(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
         size = (self.grid, self.grid)
-        maps = [proj(feat) for proj, feat in zip(self.project, pyramid)]
         return [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
                 for m in maps]
 
@@ -50,13 +54,33 @@ class Expert(nn.Module):
         """beta_k^(l): softmax over scales of the per-location scores, [B, L, G, G]."""
         return torch.cat([self.scale_scorer(m) for m in maps], dim=1).softmax(dim=1)
 
-    def forward(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
-        maps = self.scales(pyramid)
+    def fuse(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """V_k = sum_l beta_k^(l) F_k^(l)."""
         if self.scale_scorer is None:
-            return self.head(maps[0])
+            return maps[0]
         beta = self.scale_weights(maps)
-        fused = sum(beta[:, l : l + 1] * m for l, m in enumerate(maps))
-        return self.head(fused)
+        return sum(beta[:, l : l + 1] * m for l, m in enumerate(maps))
+
+    def forward(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
+        return run_experts([self], [pyramid])[0]
+
+
+def norm_relu(pairs: list[tuple[nn.Sequential, torch.Tensor]]) -> list[torch.Tensor]:
+    """The BatchNorm + ReLU of ``conv_bn_relu`` blocks, given each block's conv output; the batch
+    norms of all blocks normalise together (one collective under DDP with SyncBatchNorm2d)."""
+    normed = batch_norm_together([(block[1], x) for block, x in pairs])
+    return [block[2](y) for (block, _), y in zip(pairs, normed)]
+
+
+def run_experts(experts: list[Expert], pyramids: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """Each expert on its own pyramid, stage by stage (projections of every expert and scale, then
+    fusion, then heads), so that a stage's batch norms normalise together: under DDP with
+    synchronised batch norm, 2 collectives per forward instead of one per layer and expert."""
+    projected = iter(norm_relu([(proj, proj[0](f)) for e, pyr in zip(experts, pyramids)
+                                for proj, f in zip(e.project, pyr)]))
+    fused = [e.fuse(e.resize([next(projected) for _ in e.project])) for e in experts]
+    heads = norm_relu([(e.head[0], e.head[0][0](x)) for e, x in zip(experts, fused)])
+    return [e.head[1](h) for e, h in zip(experts, heads)]
 
 
 class Router(nn.Module):
@@ -88,9 +112,9 @@ class ExpertMixture(nn.Module):
         order = torch.argsort(expert, stable=True)
         counts = torch.bincount(expert, minlength=len(self.experts)).tolist()
         groups = zip(*(f[order].split(counts) for f in pyramid))  # per expert: its rows of F1..F4
-        outputs = [e(list(levels)) for e, levels, n in zip(self.experts, groups, counts) if n or self.every_expert]
-        return torch.cat(outputs)[torch.argsort(order)]
+        chosen = [(e, list(levels)) for e, levels, n in zip(self.experts, groups, counts) if n or self.every_expert]
+        return torch.cat(run_experts(*zip(*chosen)))[torch.argsort(order)]
 
     def forward_all(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
-        """Every expert on every sample, [K, B, D, G, G] (reference and FLOPs only)."""
-        return torch.stack([e(pyramid) for e in self.experts])
+        """Every expert on every sample, [K, B, D, G, G] (soft dispatch, reference and FLOPs)."""
+        return torch.stack(run_experts(list(self.experts), [pyramid] * len(self.experts)))
