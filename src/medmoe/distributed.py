@@ -41,6 +41,10 @@ def setup(device: str = "auto") -> Process:
     nccl on GPU, gloo on CPU. Without torchrun, a single process. ``device``: auto, cpu or cuda."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from .config import ConfigError
+
+        raise ConfigError("--device cuda: no CUDA device is available")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "cuda":

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed
-from ..config import MedMoEConfig
+from ..config import ConfigError, MedMoEConfig
 from ..data.dataset import ImageReportDataset, ResumableBatches, make_loader
 from ..data.manifest import ManifestError, read_manifest
 from ..losses import MedMoELoss
@@ -163,13 +163,14 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
     from ..model.medmoe import MedMoE
 
     if args.accum_steps < 1 or args.batch_size < 1:
-        raise ValueError("--batch-size and --accum-steps must be at least 1")
+        raise ConfigError("--batch-size and --accum-steps must be at least 1")
     run = Path(args.out)
     resume_from = latest_checkpoint(args.resume) if args.resume else None
     if args.resume and resume_from is None:
         raise ManifestError(f"--resume {args.resume}: no checkpoint found in that run folder")
-    if resume_from is not None:  # a resumed run continues with its own configuration
-        config = MedMoE.from_pretrained(resume_from / "model").config
+    resumed_model = MedMoE.from_pretrained(resume_from / "model") if resume_from else None
+    if resumed_model is not None:  # a resumed run continues with its own configuration and weights
+        config = resumed_model.config
     resumed = json.loads((resume_from / "trainer.json").read_text()) if resume_from else {}
     start = resumed.get("step", 0)
     if _is_shards(args.data) and "workers" in resumed:  # the shard order depends on the number of readers
@@ -185,7 +186,7 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
     log.skip([{**u, "stage": "manifest"} for u in unusable])
 
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    raw = (MedMoE.from_pretrained(resume_from / "model") if resume_from else MedMoE(config)).to(proc.device).train()
+    raw = (resumed_model or MedMoE(config)).to(proc.device).train()
     params = [p for p in raw.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -265,7 +266,7 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
         step += 1
         bar.update(1)
         wait, compute = wait + (t1 - t0), compute + (time.perf_counter() - t1)
-        if record is not None and nonfinite:  # no checkpoint until the loss is finite again: the last good one is kept
+        if record is not None and nonfinite:  # no checkpoint until the loss is finite again: the last good stays
             log.write(record | {"nonfinite": True})
             bar.write(f"step {step}: non-finite loss or gradient, update skipped ({nonfinite} in a row)")
             if nonfinite >= MAX_NONFINITE:
