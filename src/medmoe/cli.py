@@ -22,7 +22,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 def _add_training_options(p: argparse.ArgumentParser, func) -> None:
     _add_model_options(p)
-    p.add_argument("--batch-size", type=int, help="images per step (default: 32)")
+    p.add_argument("--batch-size", type=int, help="images per process and micro-batch (default: 32)")
     p.add_argument("--seed", type=int, help="random seed (default: 0)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 3e-4)")
     p.add_argument("--warmup", type=int, help="warm-up steps (default: 50)")

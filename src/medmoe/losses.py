@@ -37,6 +37,11 @@ Work is split into blocks of reports x images whose largest intermediate
 batch does not fit in that budget and autograd is on, every block runs under
 ``torch.utils.checkpoint(..., use_reentrant=False)`` so backward memory is bounded too
 (at the price of recomputing each block's forward once). ``lengths`` is read on the host.
+
+Under data-parallel training (``medmoe.distributed``), the global loss gathers every rank's
+embeddings with their gradients and scores this rank's samples against all of them (the
+local loss too with ``gather=True``): averaged over ranks, as DDP averages gradients, loss and
+gradient equal those of the concatenated global batch.
 """
 
 from __future__ import annotations
