@@ -33,7 +33,7 @@ def batch(seed=0, b=8, d=16, n=7, g=3):
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, n + 1, (b,), generator=gen)
     lengths[0] = n  # rank 0 holds the longest report, rank 1 shorter ones: words padded differently
-    lengths[b // 2:] = lengths[b // 2:].clamp(max=n - 2)
+    lengths[3:] = lengths[3:].clamp(max=n - 2)
     return {"img": torch.randn(b, d, generator=gen, dtype=torch.float64),
             "txt": torch.randn(b, d, generator=gen, dtype=torch.float64),
             "regions": torch.randn(b, d, g, g, generator=gen, dtype=torch.float64),
@@ -65,10 +65,10 @@ def _worker(rank: int, port: int, out: str) -> None:
         gathered, offset = all_gather_with_grad(x)
         result["gather"] = (gathered.tolist(), offset)
 
-        # each rank takes its half of the global batch, scored against everything gathered
+        # each rank takes its part of the global batch (3 and 5 samples), scored against everything gathered
         full = batch()
-        half = slice(rank * 4, rank * 4 + 4)
-        mine = {k: v[half].clone().requires_grad_(v.is_floating_point()) for k, v in full.items()}
+        part = slice(0, 3) if rank == 0 else slice(3, 8)
+        mine = {k: v[part].clone().requires_grad_(v.is_floating_point()) for k, v in full.items()}
         mine["words"] = mine["words"][:, : int(mine["lengths"].max())].detach().requires_grad_()  # own padding
         for name, loss in zip(("global", "local"), losses(mine, gather=True)):
             grads = torch.autograd.grad(loss, [mine[k] for k in ("img", "txt", "regions", "words")],
@@ -76,6 +76,7 @@ def _worker(rank: int, port: int, out: str) -> None:
             result[name] = (loss.item(), [None if g is None else g.tolist() for g in grads])
 
         # synchronised batch norm over the global batch, with an expert idle on rank 1
+        half = slice(rank * 4, rank * 4 + 4)
         mixture, pyramid, expert, weight = experts_and_input()
         convert_sync_batchnorm(mixture)
         mixture.every_expert = True

@@ -40,8 +40,9 @@ batch does not fit in that budget and autograd is on, every block runs under
 
 Under data-parallel training (``medmoe.distributed``), the global loss gathers every rank's
 embeddings with their gradients and scores this rank's samples against all of them (the
-local loss too with ``gather=True``): averaged over ranks, as DDP averages gradients, loss and
-gradient equal those of the concatenated global batch.
+local loss too with ``gather=True``), weighted by the rank's share of the global batch:
+averaged over ranks, as DDP averages gradients, loss and gradient equal those of the
+concatenated global batch.
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ def _two_way_ce(image_rows: Tensor, report_rows: Tensor, offset: int = 0) -> tup
     return F.cross_entropy(image_rows, labels), F.cross_entropy(report_rows, labels)
 
 
+def _gathered_ce(image_rows: Tensor, report_rows: Tensor, offset: int) -> tuple[Tensor, Tensor]:
+    """``_two_way_ce`` of this rank's b samples against the B gathered ones, scaled by the rank's
+    share of the global batch (b x ranks / B): DDP's average over ranks is then the mean over the
+    global batch even when ranks hold different numbers of samples (rows skipped as unreadable)."""
+    share = image_rows.shape[0] * torch.distributed.get_world_size() / image_rows.shape[1]
+    i2t, t2i = _two_way_ce(image_rows, report_rows, offset)
+    return i2t * share, t2i * share
+
+
 def _cosine(x: Tensor, y: Tensor) -> Tensor:
     """[n, D] x [m, D] -> [n, m] cosine similarities with GLoRIA's clamp on the norm product."""
     norms = x.norm(dim=1, keepdim=True) * y.norm(dim=1, keepdim=True).t()
@@ -119,7 +129,7 @@ def global_contrastive_loss(image_emb: Tensor, text_emb: Tensor, temp3: float = 
             return _two_way_ce(scores, scores.t())
         both, offset = all_gather_with_grad(torch.cat([img, txt], dim=1))  # one collective for both
         all_img, all_txt = both.split(img.shape[1], dim=1)
-        return _two_way_ce(_cosine(img, all_txt) * temp3, _cosine(txt, all_img) * temp3, offset)
+        return _gathered_ce(_cosine(img, all_txt) * temp3, _cosine(txt, all_img) * temp3, offset)
 
 
 MIN_BLOCK_ROWS = 128  # keep at least this many word rows per report block before cutting on length
@@ -310,8 +320,8 @@ def local_contrastive_loss(
             all_ctx, offset = all_gather_with_grad(ctx)
             all_words, _ = all_gather_with_grad(words)
             all_lengths, _ = all_gather_with_grad(lengths)
-            i2t, t2i = _two_way_ce(score(ctx, all_words, all_lengths) * temp3,
-                                   score(all_ctx, words, lengths).t() * temp3, offset)
+            i2t, t2i = _gathered_ce(score(ctx, all_words, all_lengths) * temp3,
+                                    score(all_ctx, words, lengths).t() * temp3, offset)
     return i2t, t2i, attention
 
 
