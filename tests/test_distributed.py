@@ -187,3 +187,27 @@ def test_two_process_training_writes_checkpoints_and_resumes_exactly(tmp_path, m
     resumed = load_file(latest_checkpoint(run) / "model" / "model.safetensors")
     assert latest_checkpoint(run).name == "step-000006"
     assert final.keys() == resumed.keys() and all(torch.equal(final[k], resumed[k]) for k in final)
+
+
+def test_two_process_training_with_unreadable_images_on_both_ranks(tmp_path, medsynth):
+    """Ranks then hold batches of different sizes: the gathers pad, every rank runs as many
+    micro-batches, and rank 0 logs the skipped rows of both ranks."""
+    rows = [json.loads(line) for line in medsynth.read_text().splitlines()]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    for i, r in enumerate(rows):
+        r["image"] = str(tmp_path / "broken.png") if i % 3 == 0 else str(medsynth.parent / r["image"])
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    torchrun(tmp_path / "m.jsonl", tmp_path / "run")
+    assert latest_checkpoint(tmp_path / "run").name == "step-000006"
+    skipped = [json.loads(line) for line in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
+    logged = sorted(s["row"] for s in skipped if s["stage"] == "train")
+
+    from medmoe.data.dataset import ResumableBatches  # the rows each rank drew in the 6 steps
+
+    train = [i + 1 for i, r in enumerate(rows) if r["split"] == "train"]  # manifest row numbers
+    drawn = []
+    for rank in range(WORLD):
+        for batch, _ in zip(ResumableBatches(len(train), 8, 0, 0, rank, WORLD), range(6)):
+            drawn += [train[i] for i, _ in batch]
+    expected = sorted(n for n in drawn if (n - 1) % 3 == 0)
+    assert len(expected) > 10 and logged == expected

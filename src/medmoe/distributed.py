@@ -60,13 +60,18 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def all_true(flag: bool, device: torch.device) -> bool:
-    """True when ``flag`` holds on every rank (every rank must take the same branch)."""
+def all_min(value: int, device: torch.device) -> int:
+    """The smallest ``value`` over all ranks (for decisions every rank must take alike)."""
     if not is_distributed():
-        return flag
-    t = torch.tensor([int(flag)], device=device)
+        return value
+    t = torch.tensor([value], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
+    return int(t.item())
+
+
+def all_true(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` holds on every rank."""
+    return bool(all_min(int(flag), device))
 
 
 def _differentiable(name: str):

@@ -247,10 +247,13 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
         pending += [{**s, "stage": "train", "step": step} for s in batch["skipped"]]
         optimizer.zero_grad(set_to_none=True)
         record = None
-        # a contrastive batch needs negatives: skip one without, but keep the data order
-        if distributed.all_true(len(batch["reports"]) >= 2, proc.device):
-            losses = forward_backward(model, raw, criterion, split_batch(batch, args.accum_steps), proc.device,
-                                      autocast, seed=(args.seed * 1000003 + step) * 101 + proc.rank)
+        # every rank must run as many micro-batches; a contrastive batch needs negatives: a step where
+        # some rank has fewer than 2 samples (all unreadable) is skipped, keeping the data order
+        smallest = distributed.all_min(len(batch["reports"]), proc.device)
+        if smallest >= 2:
+            micro = split_batch(batch, min(args.accum_steps, smallest))
+            losses = forward_backward(model, raw, criterion, micro, proc.device, autocast,
+                                      seed=(args.seed * 1000003 + step) * 101 + proc.rank)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
             finite = distributed.all_true(bool(torch.isfinite(losses["total"]) and torch.isfinite(grad_norm)),
                                           proc.device)

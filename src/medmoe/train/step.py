@@ -37,10 +37,11 @@ def concat_features(parts: list[dict]) -> dict:
 
 
 def split_batch(batch: dict, parts: int) -> list[dict]:
-    """A collated batch as ``parts`` micro-batches (sizes differ by at most one)."""
-    bounds = torch.linspace(0, len(batch["reports"]), parts + 1).round().long().tolist()
+    """A collated batch of n >= ``parts`` samples as ``parts`` micro-batches (sizes differ by at most one)."""
+    n = len(batch["reports"])
+    bounds = [k * n // parts for k in range(parts + 1)]
     return [{"images": batch["images"][a:b], "reports": batch["reports"][a:b], "modality": batch["modality"][a:b]}
-            for a, b in zip(bounds, bounds[1:]) if b > a]
+            for a, b in zip(bounds, bounds[1:])]
 
 
 def forward_backward(model, raw_model, criterion, micro: list[dict], device, autocast, seed: int) -> dict:
