@@ -9,17 +9,18 @@ CT", "recommend MRI") are discounted so they never decide alone.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from ..config import ConfigError
+from ..files import atomic_write
 from .manifest import ManifestError
 from .modality import SPELLINGS, normalise_modality
 
@@ -131,16 +132,14 @@ class ModalityRules:
         return None, scores
 
 
-_BUILTIN: ModalityRules | None = None
+@functools.cache
+def _builtin_rules() -> ModalityRules:
+    return ModalityRules.load()
 
 
 def label_report(text, rules: ModalityRules | None = None) -> tuple[str | None, dict[str, float]]:
     """Label one report with ``rules`` (default: the built-in rules)."""
-    global _BUILTIN
-    if rules is None:
-        _BUILTIN = _BUILTIN or ModalityRules.load()
-        rules = _BUILTIN
-    return rules.label_report(text)
+    return (rules or _builtin_rules()).label_report(text)
 
 
 # ----------------------------------------------------------------------------- manifests
@@ -204,32 +203,30 @@ def _csv_line(fields: list) -> str:
 
 
 def _write(out: Path, columns: list[str], records: list[_Record]) -> None:
-    """Write JSONL or CSV (by suffix) atomically: a temporary file in the same folder, then os.replace."""
+    """Write JSONL or CSV (by suffix), atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            if out.suffix.lower() == ".csv":
-                unparsed = any(r.data is None and isinstance(r.raw, str) for r in records)
-                writer = csv.writer(f)
-                writer.writerow(columns + (["unparsed"] if unparsed else []))
-                for r in records:
-                    if r.data is not None:
-                        writer.writerow([_cell(r.data.get(c)) for c in columns])
-                    elif isinstance(r.raw, list):  # a CSV row: copied as it was
-                        writer.writerow(r.raw)
-                    else:  # a JSONL line that is not a JSON object: kept whole in the last column
-                        writer.writerow([""] * len(columns) + [r.raw])
-            else:
-                for r in records:
-                    if r.data is not None:
-                        f.write(json.dumps(r.data, ensure_ascii=False) + "\n")
-                    else:
-                        f.write((r.raw if isinstance(r.raw, str) else _csv_line(r.raw)) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(out, lambda tmp: _write_records(tmp, out.suffix.lower() == ".csv", columns, records))
+
+
+def _write_records(path, as_csv: bool, columns: list[str], records: list[_Record]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        if as_csv:
+            unparsed = any(r.data is None and isinstance(r.raw, str) for r in records)
+            writer = csv.writer(f)
+            writer.writerow(columns + (["unparsed"] if unparsed else []))
+            for r in records:
+                if r.data is not None:
+                    writer.writerow([_cell(r.data.get(c)) for c in columns])
+                elif isinstance(r.raw, list):  # a CSV row: copied as it was
+                    writer.writerow(r.raw)
+                else:  # a JSONL line that is not a JSON object: kept whole in the last column
+                    writer.writerow([""] * len(columns) + [r.raw])
+        else:
+            for r in records:
+                if r.data is not None:
+                    f.write(json.dumps(r.data, ensure_ascii=False) + "\n")
+                else:
+                    f.write((r.raw if isinstance(r.raw, str) else _csv_line(r.raw)) + "\n")
 
 
 def label_manifest(manifest, out, rules: ModalityRules | None = None, overwrite: bool = False) -> dict:

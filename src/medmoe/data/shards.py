@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import atomic_write_text
 from .dataset import collate
 from .io import ImageLoadError, is_dicom, load_image_bytes
 from .manifest import Manifest, ManifestError, read_manifest
@@ -40,12 +41,6 @@ def _image_ext(path: Path) -> str:
     if ext.isalnum() and not ext.isdigit() and ext not in ("txt", "json"):
         return ext
     return "dcm" if is_dicom(path) else "img"
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def write_shards(manifest: Manifest | str | Path, out: str | Path, shard_size: int, split: str | None = None,
@@ -94,7 +89,7 @@ def write_shards(manifest: Manifest | str | Path, out: str | Path, shard_size: i
         raise ManifestError(f"{manifest.path}: no image could be read")
     summary = {"shards": shards, "samples": sum(s["samples"] for s in shards),
                "per_modality": dict(sorted(modalities.items())), "skipped": skipped}
-    _write_json_atomic(out / "shards.json", summary)
+    atomic_write_text(out / "shards.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

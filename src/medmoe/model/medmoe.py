@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..config import MedMoEConfig
+from ..files import atomic_write, atomic_write_text
 from .backbone import SwinPyramid
 from .experts import Expert, ExpertMixture, Router
 from .text import TextEncoder
@@ -159,8 +160,8 @@ class MedMoE(nn.Module):
             "text_pretrained": False, "text": self.text.architecture(),
         }
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-        _atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+        atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2))
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
             self.text.tokenizer.save_pretrained(tmp)
             for f in Path(tmp).iterdir():
@@ -185,18 +186,6 @@ class MedMoE(nn.Module):
         model = cls(config, folder / TOKENIZER_DIR if (folder / TOKENIZER_DIR).is_dir() else None)
         model.load_state_dict(load_file(folder / WEIGHTS_FILE, device=map_location))
         return model.eval()
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def create_model(preset: str = "tiny", **overrides) -> MedMoE:

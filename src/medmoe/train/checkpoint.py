@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..files import atomic_write_text
+
 LATEST = "latest"
 
 
@@ -53,9 +55,7 @@ def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, meta: dic
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    pointer_tmp = root / f".{LATEST}.tmp"
-    pointer_tmp.write_text(name)
-    os.replace(pointer_tmp, root / LATEST)
+    atomic_write_text(root / LATEST, name)
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
