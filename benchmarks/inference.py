@@ -6,6 +6,7 @@ relative to the static baseline (same preset, batch and data, interleaved, one r
 Prints one JSON object. Random-init weights (speed does not depend on them).
 """
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -15,6 +16,7 @@ import torch
 from medmoe.config import load_config
 from medmoe.losses import MedMoELoss
 from medmoe.model.medmoe import MedMoE
+from medmoe.train.step import forward_backward
 
 REPORT = "Frontal chest radiograph. Moderate left pleural effusion. No pneumothorax. Heart size is normal."
 
@@ -42,13 +44,9 @@ def encode_images_per_s(preset, batch, repeats):
     return round(batch / median_seconds(run, repeats), 2)
 
 
-def train_step(model, criterion, images, reports, modality):
-    image, text = model(images, reports, modality)
-    routers = [r for r in (image.router_logits, text.router_logits) if r is not None]
-    losses = criterion(image.global_emb, text.global_emb, image.local_map, text.words, text.lengths, routers,
-                       model.expert_targets(modality))
+def train_step(model, criterion, batch):
     model.zero_grad(set_to_none=True)
-    losses["total"].backward()
+    forward_backward(model, model, criterion, [batch], torch.device("cpu"), contextlib.nullcontext, seed=0)
 
 
 def main():
@@ -62,13 +60,13 @@ def main():
     for preset in ("small", "paper"):
         result[f"encode_image_{preset}_images_per_s"] = encode_images_per_s(preset, args.batch, args.repeats)
 
-    images = torch.randn(args.batch, 3, 96, 96)
-    reports, modality = [REPORT] * args.batch, torch.arange(args.batch) % 4
+    batch = {"images": torch.randn(args.batch, 3, 96, 96), "reports": [REPORT] * args.batch,
+             "modality": torch.arange(args.batch) % 4}
     steps, times = {}, {}
     for variant in ("medmoe", "static"):
         torch.manual_seed(0)
         model = MedMoE(load_config("small", variant)).train()
-        steps[variant] = lambda m=model: train_step(m, MedMoELoss(), images, reports, modality)
+        steps[variant] = lambda m=model: train_step(m, MedMoELoss(), batch)
         steps[variant]()  # warm-up
         times[variant] = []
     for _ in range(args.repeats):  # interleaved: a slow phase of the machine hits both alike

@@ -41,9 +41,13 @@ class Expert(nn.Module):
         ) if len(channels) > 1 else None
         self.head = nn.Sequential(conv_bn_relu(dim, dim, kernel=3, groups=dim), nn.Conv2d(dim, dim, 1))
 
+    def projections(self, pyramid: list[torch.Tensor]) -> list[tuple[nn.Sequential, torch.Tensor]]:
+        """(block, 1x1 conv output) per scale: the projections before their BatchNorm + ReLU."""
+        return [(proj, proj[0](feat)) for proj, feat in zip(self.project, pyramid)]
+
     def scales(self, pyramid: list[torch.Tensor]) -> list[torch.Tensor]:
         """Projected, resized pyramid F_k^(l): L maps [B, D, G, G]."""
-        return self.resize(norm_relu([(proj, proj[0](feat)) for proj, feat in zip(self.project, pyramid)]))
+        return self.resize(norm_relu(self.projections(pyramid)))
 
     def resize(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
         size = (self.grid, self.grid)
@@ -76,8 +80,7 @@ def run_experts(experts: list[Expert], pyramids: list[list[torch.Tensor]]) -> li
     """Each expert on its own pyramid, stage by stage (projections of every expert and scale, then
     fusion, then heads), so that a stage's batch norms normalise together: under DDP with
     synchronised batch norm, 2 collectives per forward instead of one per layer and expert."""
-    projected = iter(norm_relu([(proj, proj[0](f)) for e, pyr in zip(experts, pyramids)
-                                for proj, f in zip(e.project, pyr)]))
+    projected = iter(norm_relu([pair for e, pyr in zip(experts, pyramids) for pair in e.projections(pyr)]))
     fused = [e.fuse(e.resize([next(projected) for _ in e.project])) for e in experts]
     heads = norm_relu([(e.head[0], e.head[0][0](x)) for e, x in zip(experts, fused)])
     return [e.head[1](h) for e, h in zip(experts, heads)]

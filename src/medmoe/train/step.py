@@ -48,24 +48,22 @@ def forward_backward(model, raw_model, criterion, micro: list[dict], device, aut
     """Accumulate into ``.grad`` the gradient of the loss over all of ``micro``; returns the losses
     (detached). ``model`` may be DDP-wrapped (gradients are all-reduced on the last pass only);
     ``seed`` keys the random numbers of every forward of this step."""
-    def run(j: int) -> dict:
+    def embed(j: int) -> dict:
         torch.manual_seed(seed * 1009 + j)
-        with autocast():
-            return features(model, raw_model, micro[j], device)
+        return features(model, raw_model, micro[j], device)
 
     if len(micro) == 1:
         with autocast():
-            losses = criterion(**run(0))
+            losses = criterion(**embed(0))
         losses["total"].backward()
         return {k: v.detach() for k, v in losses.items()}
-    with torch.no_grad():
-        cache = [run(j) for j in range(len(micro))]
+    with torch.no_grad(), autocast():
+        cache = [embed(j) for j in range(len(micro))]
     for j in range(len(micro)):
         last = j == len(micro) - 1
         sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
-            fresh = run(j)
             with autocast():
-                losses = criterion(**concat_features(cache[:j] + [fresh] + cache[j + 1:]))
+                losses = criterion(**concat_features(cache[:j] + [embed(j)] + cache[j + 1:]))
             losses["total"].backward()
     return {k: v.detach() for k, v in losses.items()}
