@@ -40,3 +40,16 @@ def test_synth_command_writes_a_manifest(tmp_path):
     rows = (tmp_path / "s" / "manifest.jsonl").read_text().splitlines()
     assert len(rows) == 12 and all((tmp_path / "s" / json.loads(r)["image"]).is_file() for r in rows)
     assert main(["synth", str(tmp_path / "t"), "--n", "0"]) == 2
+
+
+def test_unusable_data_is_one_line_with_exit_status_1(tmp_path, tiny, capsys):
+    (tmp_path / "m.jsonl").write_text('{"image": "missing.png", "report": "Normal."}\n')
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    tiny.save_pretrained(tmp_path / "model")
+    for argv, message in [(["data", "check", str(tmp_path / "m.jsonl")], "no usable row"),
+                          (["explain", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "junk.png"),
+                            "--report", "Normal.", "--out", str(tmp_path / "a.png")], "junk.png: not a recognised")]:
+        capsys.readouterr()
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("medmoe: error: ") and message in err

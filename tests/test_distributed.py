@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from medmoe.distributed import SyncBatchNorm2d, all_gather_with_grad, convert_sync_batchnorm
 from medmoe.losses import global_contrastive_loss, local_contrastive_loss
 from medmoe.model.experts import ExpertMixture
-from medmoe.train.checkpoint import latest_checkpoint
+from medmoe.runs import latest_checkpoint
 
 WORLD = 2
 

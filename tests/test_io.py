@@ -7,7 +7,8 @@ import pydicom.data
 import pytest
 from PIL import Image
 
-from medmoe.data.io import ImageLoadError, load_image
+from medmoe.data.io import load_image
+from medmoe.errors import ImageLoadError
 from medmoe.data.transforms import augment, to_model_input
 
 

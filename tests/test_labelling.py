@@ -4,7 +4,7 @@ import json
 import pytest
 
 from medmoe.cli import main
-from medmoe.config import ConfigError
+from medmoe.errors import ConfigError
 from medmoe.data.labelling import ModalityRules, label_manifest, label_report
 
 REPORTS = [

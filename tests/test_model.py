@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import medmoe
-from medmoe.config import ConfigError, load_config, parse_overrides
+from medmoe.config import load_config, parse_overrides
+from medmoe.errors import ConfigError
 
 
 def test_presets_and_overrides():

@@ -12,7 +12,8 @@ import torch
 
 from medmoe.cli import main
 from medmoe.data.io import load_image, load_image_bytes
-from medmoe.data.manifest import ManifestError, read_manifest
+from medmoe.data.manifest import read_manifest
+from medmoe.errors import ManifestError
 from medmoe.data.shards import shard_batches, write_shards
 
 MODALITIES = ["xray", "ct", "mri", "ultrasound"]

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from medmoe.cli import main
-from medmoe.train.checkpoint import latest_checkpoint
+from medmoe.runs import latest_checkpoint
 
 
 @pytest.fixture(scope="module")

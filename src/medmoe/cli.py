@@ -1,7 +1,8 @@
 """The ``medmoe`` command. Each subcommand is a small function; heavy imports happen inside.
 
-User errors (bad option, unknown preset, unreadable file) end with one ``medmoe: error:``
-line and exit status 2, not a traceback; unusable data (no usable manifest row) exits with 1.
+User errors (bad option, unknown preset, missing file) end with one ``medmoe: error:``
+line and exit status 2, not a traceback; unusable data (no usable manifest row, an unreadable
+image) and a failed training run exit with 1 (``medmoe/errors.py``).
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import VARIANTS, ConfigError, list_presets, load_config, parse_overrides, variant_of
+from .config import VARIANTS, list_presets, load_config, parse_overrides, variant_of
+from .errors import ConfigError, DataError, ManifestError, TrainingError
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -77,7 +79,7 @@ def cmd_synth(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from .data.manifest import ManifestError, read_manifest
+    from .data.manifest import read_manifest
 
     manifest = read_manifest(args.manifest, decode=True)
     summary = manifest.summary()
@@ -342,21 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple:
-    from .data.manifest import ManifestError
-    from .train.loop import TrainingError
-
-    return (ConfigError, ManifestError, TrainingError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            PermissionError, ImportError)
+def _error(exc: Exception, status: int) -> int:
+    print(f"medmoe: error: {exc}", file=sys.stderr)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except _user_errors() as exc:
-        print(f"medmoe: error: {exc}", file=sys.stderr)
-        return 1 if type(exc).__name__ in ("ManifestError", "TrainingError") else 2
+    except (DataError, TrainingError) as exc:  # the data or the run could not be used
+        return _error(exc, 1)
+    except (ConfigError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+            ImportError) as exc:  # what the user asked for cannot be
+        return _error(exc, 2)
     except KeyboardInterrupt:
         print("medmoe: interrupted", file=sys.stderr)
         return 130

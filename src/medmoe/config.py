@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A configuration value or override the user got wrong (shown as a one-line message)."""
+from .errors import ConfigError
 
 
 @dataclass

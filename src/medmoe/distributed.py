@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .config import ConfigError
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)

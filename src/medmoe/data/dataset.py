@@ -5,7 +5,8 @@ from typing import Iterator
 
 import torch
 
-from .io import ImageLoadError, load_image
+from ..errors import ImageLoadError
+from .io import load_image
 from .manifest import Row
 from .transforms import augment, to_model_input
 

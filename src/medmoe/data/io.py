@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class ImageLoadError(ValueError):
-    """The image cannot be read (message names the file or sample and the reason)."""
+from ..errors import ImageLoadError
 
 
 Source = Path | bytes  # a file, or a whole file's bytes held in memory (a webdataset sample)

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ..config import ConfigError
+from ..errors import ConfigError, ManifestError
 from ..files import atomic_write
-from .manifest import ManifestError
 from .modality import SPELLINGS, normalise_modality
 
 _SCALARS = ("threshold", "margin", "reference_factor")

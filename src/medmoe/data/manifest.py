@@ -11,12 +11,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import ImageLoadError, is_dicom, load_image
+from ..errors import ImageLoadError, ManifestError
+from .io import is_dicom, load_image
 from .modality import normalise_modality
-
-
-class ManifestError(ValueError):
-    """The manifest as a whole cannot be used (missing file, no usable row)."""
 
 
 @dataclass

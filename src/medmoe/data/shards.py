@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ImageLoadError, ManifestError
 from ..files import atomic_write_text
 from .dataset import collate
-from .io import ImageLoadError, is_dicom, load_image_bytes
-from .manifest import Manifest, ManifestError, read_manifest
+from .io import is_dicom, load_image_bytes
+from .manifest import Manifest, read_manifest
 from .transforms import augment
 
 SHUFFLE_BUFFER = 1000  # samples held by each reader's shuffle buffer

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.manifest import ManifestError, read_manifest
+from ..data.manifest import read_manifest
+from ..errors import ManifestError
 from .embed import embed_rows
 from .grounding import grounding_scores
 from .probe import linear_probe_scores

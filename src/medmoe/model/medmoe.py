@@ -22,6 +22,7 @@ from torch import nn
 
 from ..config import MedMoEConfig
 from ..files import atomic_write, atomic_write_text
+from ..runs import latest_checkpoint
 from .backbone import SwinPyramid
 from .experts import Expert, ExpertMixture, Router
 from .text import TextEncoder
@@ -173,8 +174,6 @@ class MedMoE(nn.Module):
     def from_pretrained(cls, folder: str | os.PathLike, map_location: str = "cpu") -> "MedMoE":
         """Load a folder written by ``save_pretrained``, or the newest checkpoint of a training run."""
         from safetensors.torch import load_file
-
-        from ..train.checkpoint import latest_checkpoint
 
         folder = Path(folder)
         if not (folder / CONFIG_FILE).is_file() and latest_checkpoint(folder) is not None:

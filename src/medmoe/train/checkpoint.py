@@ -1,4 +1,4 @@
-"""Resumable checkpoints: safetensors + JSON only, never pickle.
+"""Resumable checkpoints: safetensors + JSON only, never pickle (the run folder's layout: ``runs.py``).
 
     RUN/checkpoints/step-000200/model/         MedMoE.save_pretrained (config.json, model.safetensors, tokenizer/)
     RUN/checkpoints/step-000200/optimizer.safetensors   AdamW moment tensors
@@ -18,17 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..files import atomic_write_text
-
-LATEST = "latest"
-
-
-def latest_checkpoint(run: str | Path) -> Path | None:
-    pointer = Path(run) / "checkpoints" / LATEST
-    if not pointer.is_file():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if path.is_dir() else None
+from ..runs import checkpoints_dir, set_latest
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -42,7 +32,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
 def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, meta: dict, keep: int = 2) -> Path:
     from safetensors.torch import save_file
 
-    root = Path(run) / "checkpoints"
+    root = checkpoints_dir(run)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:06d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
@@ -55,7 +45,7 @@ def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, meta: dic
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    atomic_write_text(root / LATEST, name)
+    set_latest(run, name)
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

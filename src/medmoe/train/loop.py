@@ -27,18 +27,16 @@ from pathlib import Path
 import torch
 
 from .. import distributed
-from ..config import ConfigError, MedMoEConfig
+from ..config import MedMoEConfig
 from ..data.dataset import ImageReportDataset, ResumableBatches, make_loader
-from ..data.manifest import ManifestError, read_manifest
+from ..data.manifest import read_manifest
+from ..errors import ConfigError, ManifestError, TrainingError
 from ..losses import MedMoELoss
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ..runs import latest_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .step import forward_backward, split_batch
 
 MAX_NONFINITE = 10  # consecutive non-finite steps before the run stops
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss stays non-finite); the last good checkpoint is kept."""
 
 
 @dataclass

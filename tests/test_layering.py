@@ -1,0 +1,53 @@
+"""Imports run one way: base modules -> model/data -> train/eval -> cli (lazy imports inside functions too)."""
+import ast
+from pathlib import Path
+
+import medmoe
+
+PACKAGE = Path(medmoe.__file__).parent
+# layer of each top-level module or subpackage; a module may import its own layer and those below
+LAYERS = {"errors": 0, "files": 0, "runs": 0, "config": 0,
+          "model": 1, "data": 1, "losses": 1, "distributed": 1,
+          "train": 2, "eval": 2,
+          "cli": 3, "__main__": 3}
+
+
+def imported_modules(source: str, package: str) -> set[str]:
+    """Absolute names of the medmoe modules that ``source``, a module of ``package``, imports anywhere."""
+    package = package.split(".")
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names |= {module} if node.module else {f"{module}.{a.name}" for a in node.names}
+    return {n for n in names if n.startswith("medmoe.")}
+
+
+def layer(module: str) -> int:
+    return LAYERS[module.split(".")[1]]
+
+
+def test_every_module_has_a_layer():
+    tops = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in PACKAGE.rglob("*.py")} - {"__init__"}
+    assert tops <= set(LAYERS), f"give these a layer: {sorted(tops - set(LAYERS))}"
+
+
+def test_imports_never_go_up_a_layer():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE) == Path("__init__.py"):
+            continue  # the package's lazy names are strings, not imports
+        own = ".".join(["medmoe", *path.relative_to(PACKAGE).with_suffix("").parts])
+        imports = imported_modules(path.read_text(), own.rsplit(".", 1)[0])
+        upward += [f"{own} imports {m}" for m in imports if layer(m) > layer(own)]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_checker_sees_relative_and_lazy_imports():
+    source = "import torch\n\ndef f():\n    from ..train.checkpoint import save_checkpoint\n    from . import text\n"
+    imports = imported_modules(source, "medmoe.model")
+    assert imports == {"medmoe.train.checkpoint", "medmoe.model.text"}
+    assert any(layer(m) > layer("medmoe.model.medmoe") for m in imports)
