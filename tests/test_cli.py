@@ -42,6 +42,27 @@ def test_synth_command_writes_a_manifest(tmp_path):
     assert main(["synth", str(tmp_path / "t"), "--n", "0"]) == 2
 
 
+def test_synth_mix_draws_only_the_named_modalities(tmp_path):
+    assert main(["synth", str(tmp_path / "s"), "--n", "16", "--size", "32", "--mix", "ct=1, mri=2", "--quiet"]) == 0
+    rows = [json.loads(r) for r in (tmp_path / "s" / "manifest.jsonl").read_text().splitlines()]
+    assert {row["modality"] for row in rows} == {"ct", "mri"}
+
+
+@pytest.mark.parametrize("mix, message", [
+    ("xray=0.6,bone=0.4", "unknown modality 'bone'"),
+    ("xray=0", "weight of xray in the mix must be a finite number > 0"),
+    ("ct=1,mri=-0.5", "weight of mri"),
+    ("xray=lots", "expected MODALITY=WEIGHT"),
+    ("xray,ct", "expected MODALITY=WEIGHT"),
+    ("ct=1,ct=2", "ct is given twice"),
+])
+def test_synth_bad_mix_is_one_line_with_exit_status_2(tmp_path, mix, message, capsys):
+    assert main(["synth", str(tmp_path / "s"), "--mix", mix, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("medmoe: error: --mix: ") and message in err, err
+    assert not (tmp_path / "s").exists()
+
+
 def test_unusable_data_is_one_line_with_exit_status_1(tmp_path, tiny, capsys):
     (tmp_path / "m.jsonl").write_text('{"image": "missing.png", "report": "Normal."}\n')
     (tmp_path / "junk.png").write_bytes(b"not an image")

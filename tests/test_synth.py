@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medmoe.data.synth import FINDINGS, MODALITIES, Difficulty, Sample, _write_png, generate, render_sample
+from medmoe.data.synth import FINDINGS, MODALITIES, P_NORMAL, SPLITS, Difficulty, Sample, generate, render_sample
+from medmoe.data.synth.writer import _write_png
 
 ABNORMAL = [(m, f) for m in MODALITIES for f in FINDINGS[m][1:]]
 SIZE_WORDS = {"small": ("small", "mild"), "moderate": ("moderate",), "large": ("large", "marked")}
@@ -87,6 +88,58 @@ def test_same_seed_is_byte_identical_and_prefix_stable(tmp_path):
                 assert (tmp_path / "a" / sub / name).read_bytes() == (tmp_path / "short" / sub / name).read_bytes()
     assert a.read_text() != other.read_text()
     assert (tmp_path / "a/images/000000.png").read_bytes() != (tmp_path / "other/images/000000.png").read_bytes()
+
+
+def test_default_draws_follow_the_documented_scheme(tmp_path):
+    """With mix=None every existing seed keeps its files: sample i's generator (seed, i) draws the split,
+    then a uniform integer for the modality, then the finding, and then renders the sample."""
+    rows = [json.loads(line) for line in generate(tmp_path, 40, seed=7, size=32, progress=False).read_text().splitlines()]
+    for i, row in enumerate(rows):
+        rng = np.random.default_rng([7, i])
+        u = rng.random()
+        modality = MODALITIES[rng.integers(len(MODALITIES))]
+        findings = FINDINGS[modality]
+        finding = findings[0] if rng.random() < P_NORMAL else findings[1 + rng.integers(len(findings) - 1)]
+        sample = render_sample(rng, modality, finding, 32)
+        assert (row["split"], row["modality"], row["finding"]) == (next(s for s, p in SPLITS if u < p), modality, finding)
+        assert row["report"] == sample.report and np.array_equal(read_png(tmp_path / row["image"])[1], sample.image)
+
+
+MIX = {"xray": 0.6, "ct": 0.25, "mri": 0.1, "ultrasound": 0.05}
+
+
+def test_modality_mix_proportions(tmp_path):
+    rows = [json.loads(line) for line in generate(tmp_path, 400, seed=1, size=32, mix=MIX, progress=False)
+            .read_text().splitlines()]
+    counts = Counter(row["modality"] for row in rows)
+    for m, p in MIX.items():
+        assert abs(counts[m] / 400 - p) < 3 * math.sqrt(p * (1 - p) / 400), counts
+    for m in MODALITIES:  # the split and finding draws are unchanged by the mix
+        findings = Counter(row["finding"] for row in rows if row["modality"] == m)
+        assert set(findings) == set(FINDINGS[m]) and 0.15 < findings["normal"] / counts[m] < 0.55, findings
+    assert abs(Counter(row["split"] for row in rows)["train"] / 400 - 0.8) < 0.07
+
+
+def test_modality_mix_is_deterministic_normalised_and_skips_absent_modalities(tmp_path):
+    full = generate(tmp_path / "full", 30, seed=2, size=32, mix=MIX, progress=False)
+    short = generate(tmp_path / "short", 12, seed=2, size=32, mix=MIX, progress=False)
+    scaled = generate(tmp_path / "scaled", 30, seed=2, size=32, mix={m: 20 * w for m, w in MIX.items()},
+                      progress=False)
+    assert full.read_text().splitlines()[:12] == short.read_text().splitlines()  # sample i ignores n
+    for name in sorted(p.name for p in (tmp_path / "short" / "images").iterdir()):
+        assert (tmp_path / "full/images" / name).read_bytes() == (tmp_path / "short/images" / name).read_bytes()
+    assert scaled.read_bytes() == full.read_bytes()
+    two = generate(tmp_path / "two", 40, seed=2, size=32, mix={"ct": 1, "ultrasound": 3}, progress=False)
+    counts = Counter(json.loads(line)["modality"] for line in two.read_text().splitlines())
+    assert set(counts) == {"ct", "ultrasound"} and counts["ultrasound"] > counts["ct"]
+
+
+@pytest.mark.parametrize("mix", [{}, {"bone": 1.0}, {"xray": 0.0}, {"ct": -1.0}, {"mri": float("nan")},
+                                 {"xray": "0.5"}])
+def test_bad_modality_mix_is_rejected_before_writing(tmp_path, mix):
+    with pytest.raises(ValueError, match="mix"):
+        generate(tmp_path / "out", 4, mix=mix, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_png_writer_round_trips(tmp_path):

@@ -63,17 +63,41 @@ def cmd_flops(args) -> int:
     return 0
 
 
+def _synth_mix(text: str) -> dict[str, float]:
+    """--mix 'xray=0.6,ct=0.4' -> {"xray": 0.6, "ct": 0.4}, checked as the generator checks it."""
+    from .data.synth import mix_cdf
+
+    mix = {}
+    for part in text.split(","):
+        name, _, weight = (s.strip() for s in part.partition("="))
+        if name in mix:
+            raise ConfigError(f"--mix: {name} is given twice")
+        try:
+            mix[name] = float(weight)
+        except ValueError:
+            raise ConfigError(f"--mix: expected MODALITY=WEIGHT[,MODALITY=WEIGHT...], got {part!r}") from None
+    try:
+        mix_cdf(mix)
+    except ValueError as exc:
+        raise ConfigError(f"--mix: {exc}") from None
+    return mix
+
+
 def cmd_synth(args) -> int:
     import dataclasses
 
     from .data.synth import Difficulty, generate
 
     knobs = {"noise": args.noise, "contrast": args.contrast, "lesion_scale": args.lesion_scale}
-    difficulty = dataclasses.replace(Difficulty(), **{k: v for k, v in knobs.items() if v is not None})
+    try:
+        difficulty = dataclasses.replace(Difficulty(), **{k: v for k, v in knobs.items() if v is not None})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if args.n < 1 or args.size < 32:
         raise ConfigError("--n must be >= 1 and --size >= 32")
+    mix = None if args.mix is None else _synth_mix(args.mix)
     manifest = generate(args.out, n=args.n, seed=args.seed, size=args.size, difficulty=difficulty,
-                        progress=not args.quiet)
+                        progress=not args.quiet, mix=mix)
     print(f"wrote {args.n} MedSynth images and {manifest}")
     return 0
 
@@ -235,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, help="noise scale (default: the generator's)")
     p.add_argument("--contrast", type=float, help="lesion contrast scale (default: the generator's)")
     p.add_argument("--lesion-scale", type=float, help="lesion size scale (default: the generator's)")
+    p.add_argument("--mix", metavar="MODALITY=WEIGHT,...", help="modality mix, e.g. "
+                   "xray=0.6,ct=0.25,mri=0.1,ultrasound=0.05; weights are normalised (default: uniform)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
