@@ -3,7 +3,6 @@ equal one process on the concatenated batch (values and gradients); a 2-process 
 writes checkpoints and resumes exactly."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +19,6 @@ from medmoe.model.experts import ExpertMixture
 from medmoe.runs import latest_checkpoint
 
 WORLD = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def batch(seed=0, b=8, d=16, n=7, g=3):
@@ -55,9 +48,9 @@ def experts_and_input(seed=0):
     return mixture, pyramid, expert, weight
 
 
-def _worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _worker(rank: int, out: str) -> None:
+    # a file rendezvous: no port to race for, and no store server that dies with rank 0
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=WORLD)
     try:
         result = {}
         # unequal rows and trailing sizes gather in rank order with the right offset
@@ -88,6 +81,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         result["experts"] = (local.tolist(), [g.tolist() for g in grads],
                              [b.tolist() for n, b in mixture.named_buffers() if "running" in n])
         Path(f"{out}/rank{rank}.json").write_text(json.dumps(result))
+        dist.barrier()  # no rank closes its connections while the other still uses them
     finally:
         dist.destroy_process_group()
 
@@ -95,7 +89,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(out),), nprocs=WORLD, join=True)
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
 
 

@@ -11,7 +11,6 @@ the experts' features with statistics of the whole global batch, on CPU (gloo) a
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -55,8 +54,12 @@ def setup(device: str = "auto") -> Process:
     return Process(dist.get_rank() if world > 1 else 0, world, local_rank, dev)
 
 
-def teardown() -> None:
+def teardown(ok: bool = True) -> None:
+    """Leave the process group. After a run that ended normally (``ok``) the ranks first meet at a
+    barrier, so no rank closes its connections while a peer still talks to it."""
     if dist.is_available() and dist.is_initialized():
+        if ok and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -74,16 +77,37 @@ def all_true(flag: bool, device: torch.device) -> bool:
     return bool(all_min(int(flag), device))
 
 
-def _differentiable(name: str):
-    """``torch.distributed.nn.functional.<name>``: the collective with autograd, public since
-    torch 1.x (torch 2.13 marks it deprecated in favour of private functional collectives)."""
-    import torch.distributed.nn.functional as collectives
+class _AllGather(torch.autograd.Function):
+    """All-gather with autograd on the public ``dist.all_gather``: [b, ...] -> [world, b, ...]. The
+    gradient of this rank's input is the sum over ranks of the gradients of its gathered copy."""
 
-    def call(x: torch.Tensor):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, message=".*is deprecated")
-            return getattr(collectives, name)(x)
-    return call
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.stack(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[dist.get_rank()]
+
+
+class _AllReduce(torch.autograd.Function):
+    """Sum over ranks with autograd on the public ``dist.all_reduce`` (its gradient is the sum too)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 def gather_lists(items: list) -> list:
@@ -107,7 +131,7 @@ def all_gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     shapes = [s.tolist() for s in shapes]
     big = [max(s[d] for s in shapes) for d in range(x.dim())]
     pad = [p for d in reversed(range(x.dim())) for p in (0, big[d] - x.shape[d])]
-    parts = _differentiable("all_gather")(nn.functional.pad(x, pad))
+    parts = _AllGather.apply(nn.functional.pad(x, pad))
     rows = [s[0] for s in shapes]
     offset = sum(rows[: dist.get_rank()])
     return torch.cat([part[:n] for part, n in zip(parts, rows)]), offset
@@ -159,7 +183,7 @@ def batch_norm_together(pairs: list[tuple[nn.BatchNorm2d, torch.Tensor]]) -> lis
     out = [None if sync else bn(x) for (bn, x), sync in zip(pairs, synced)]
     if any(synced):
         stats = [bn.local_stats(x) for (bn, x), sync in zip(pairs, synced) if sync]
-        totals = iter(_differentiable("all_reduce")(torch.cat(stats)).split([len(s) for s in stats]))
+        totals = iter(_AllReduce.apply(torch.cat(stats)).split([len(s) for s in stats]))
         out = [bn.normalise(x, next(totals)) if sync else y for (bn, x), sync, y in zip(pairs, synced, out)]
     return out
 

@@ -148,10 +148,13 @@ def train(config: MedMoEConfig, args: TrainArgs) -> dict:
     TrainingError after MAX_NONFINITE non-finite steps in a row. Under torchrun, every process
     calls this; it joins the process group itself."""
     proc = distributed.setup(args.device)
+    ok = False
     try:
-        return _train(config, args, proc)
+        result = _train(config, args, proc)
+        ok = True
+        return result
     finally:
-        distributed.teardown()
+        distributed.teardown(ok)
 
 
 def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> dict:
