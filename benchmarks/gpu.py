@@ -119,12 +119,15 @@ def main():
 
     result |= measure("train_medmoe", medmoe_step, args.batch, device, args)
 
+    pooled_proj = torch.nn.Linear(model.image.backbone.channels[-1], config.embed_dim).to(device)
+    optimizer.add_param_group({"params": list(pooled_proj.parameters())})
+
     def global_only_step():  # Swin-T pooled features -> projection, report -> t_g, global loss only
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             _, pooled = model.image.features(images)
             text = model.text(reports)[0]
-            loss = sum(global_contrastive_loss(model.image.global_proj(pooled), text, config.temp3))
+            loss = sum(global_contrastive_loss(pooled_proj(pooled), text, config.temp3))
         loss.backward()
         optimizer.step()
 

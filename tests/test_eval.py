@@ -16,7 +16,14 @@ from medmoe.eval.grounding import _summary, _word_scores, finding_words
 from medmoe.eval.probe import linear_probe_scores
 from medmoe.eval.retrieval import recall_at_k
 from medmoe.eval.routing import routing_scores
-from medmoe.eval.zeroshot import classification_metrics, zeroshot_scores
+from medmoe.eval import ENSEMBLES, SCORINGS
+from medmoe.eval.zeroshot import (
+    class_probabilities,
+    classification_metrics,
+    embed_prompts,
+    normalise_across_images,
+    zeroshot_scores,
+)
 
 
 def embeddings(image, text=None, modalities=None, labels=None, experts=None):
@@ -55,19 +62,55 @@ def test_zeroshot_with_a_fake_text_encoder_that_knows_the_answer():
     code = {"clear": 0, "fluid": 1, "fine": 2, "calc": 3}
 
     def encode_text(prompts):
-        return SimpleNamespace(global_emb=torch.stack([torch.eye(4)[code[p.split()[-1].strip(".")]] for p in prompts]))
+        g = torch.stack([torch.eye(4)[code[p.split()[-1].strip(".")]] for p in prompts])
+        return SimpleNamespace(global_emb=g, words=g[:, None], lengths=torch.ones(len(prompts), dtype=torch.long))
 
     model = SimpleNamespace(encode_text=encode_text)
     labels = ["normal", "effusion", "effusion", "normal", "stone", "stone"]
     modalities = ["xray", "xray", "xray", "ct", "ct", "ct"]
-    image = torch.eye(4)[[0, 1, 1, 2, 3, 3]] + 0.01
-    out = zeroshot_scores(model, embeddings(image, modalities=modalities, labels=labels),
-                          {"templates": ["a {}.", "{}"], "classes": classes})
-    assert out["accuracy"] == 1.0 and out["macro_auc"] == 1.0 and out["n"] == 6
-    assert set(out["per_modality"]) == {"xray", "ct"} and out["per_modality"]["ct"]["n"] == 3
-    wrong = zeroshot_scores(model, embeddings(torch.eye(4)[[1, 0, 0, 3, 2, 2]], modalities=modalities, labels=labels),
-                            {"templates": ["{}"], "classes": classes})
-    assert wrong["accuracy"] == 0.0 and wrong["balanced_accuracy"] == 0.0
+    bank = embed_prompts(model, classes, ["a {}.", "{}"])
+    assert bank.classes == [("xray", "normal"), ("xray", "effusion"), ("ct", "normal"), ("ct", "stone")]
+    assert bank.prompt_class.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    right = embeddings(torch.eye(4)[[0, 1, 1, 2, 3, 3]] + 0.01, modalities=modalities, labels=labels)
+    wrong = embeddings(torch.eye(4)[[1, 0, 0, 3, 2, 2]], modalities=modalities, labels=labels)
+    for ensemble in ENSEMBLES:
+        out = zeroshot_scores(right, bank, "global", ensemble)
+        assert out["accuracy"] == 1.0 and out["macro_auc"] == 1.0 and out["n"] == 6
+        assert set(out["per_modality"]) == {"xray", "ct"} and out["per_modality"]["ct"]["n"] == 3
+        assert (out["scoring"], out["ensemble"]) == ("global", ensemble)
+        bad = zeroshot_scores(wrong, bank, "global", ensemble)
+        assert bad["accuracy"] == 0.0 and bad["balanced_accuracy"] == 0.0
+    # local scores of each image against each prompt, given: the local and both scorings read them
+    right.prompt_local = torch.eye(4)[[0, 1, 1, 2, 3, 3]].repeat_interleave(2, dim=1)
+    assert zeroshot_scores(right, bank, "local", "max")["accuracy"] == 1.0
+    wrong.prompt_local = right.prompt_local
+    assert zeroshot_scores(wrong, bank, "both", "mean")["accuracy"] < zeroshot_scores(wrong, bank, "local")["accuracy"]
+
+
+def test_zeroshot_normalises_each_class_across_images():
+    """GLoRIA's z-score per class: a class that scores high on every image no longer wins everywhere."""
+    scores = torch.tensor([[0.9, 0.1], [0.8, 0.3], [0.95, 0.0]])
+    z = normalise_across_images(scores)
+    torch.testing.assert_close(z.mean(0), torch.zeros(2), atol=1e-6, rtol=0)
+    assert z.argmax(1).tolist() == [0, 1, 0] and scores.argmax(1).tolist() == [0, 0, 0]
+    assert torch.equal(normalise_across_images(scores[:1]), scores[:1])
+
+
+@pytest.mark.parametrize("scoring", SCORINGS)
+def test_class_probabilities_follow_the_routed_expert(scoring):
+    torch.manual_seed(0)
+    model = medmoe.create_model("tiny", global_source="expert").eval()
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    classes = {"effusion": ["pleural effusion"], "normal": ["no acute findings", "clear lungs"]}
+    with torch.no_grad():
+        routed = model.encode_image(x)
+        probs = class_probabilities(model, routed, classes, ["{}."], scoring=scoring)
+        other = class_probabilities(model, model.encode_image(x, expert=(routed.expert + 1) % 4), classes, ["{}."],
+                                    scoring=scoring)
+    assert probs.shape == (3, 2) and torch.allclose(probs.sum(1), torch.ones(3))
+    assert not torch.allclose(probs, other)  # every scoring sees the expert: through v_g and the local map
+    names = class_probabilities(model, routed, ["effusion", "normal"], scoring=scoring)
+    assert names.shape == (3, 2)
 
 
 def test_linear_probe_separable_vs_random():

@@ -112,3 +112,20 @@ def test_scale_resize_is_two_dimensional():
     up = expert.scales([coarse])[0][0, 0]
     assert torch.allclose(up, up[0].expand(8, 8))  # every row identical
     assert up[0, 0] < up[0, -1]
+
+
+@pytest.mark.parametrize("source", ["expert", "backbone"])
+def test_global_embedding_comes_from_the_routed_expert_or_the_backbone(source):
+    torch.manual_seed(0)
+    model = medmoe.create_model("tiny", global_source=source).eval()
+    x = images(4)
+    with torch.no_grad():
+        a = model.encode_image(x, expert=torch.tensor([0, 1, 2, 3]))
+        b = model.encode_image(x, expert=torch.tensor([1, 2, 3, 0]))
+        ref, every, logits = model.image.forward_all_experts(x)
+        routed = model.encode_image(x)
+    assert not torch.allclose(a.local_map, b.local_map)
+    assert torch.allclose(a.global_emb, b.global_emb) == (source == "backbone")
+    if source == "expert":  # v_g is the projected mean of the routed map
+        torch.testing.assert_close(a.global_emb, model.image.global_proj(a.local_map.mean(dim=(2, 3))))
+    torch.testing.assert_close(routed.global_emb, ref)  # grouped dispatch = all experts, then select

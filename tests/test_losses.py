@@ -9,6 +9,7 @@ from medmoe.losses import (
     auxiliary_loss,
     global_contrastive_loss,
     local_contrastive_loss,
+    local_similarity,
 )
 
 # ---------------------------------------------------------------- reference (GLoRIA code)
@@ -82,6 +83,23 @@ def ref_local_loss(img_features, words, cap_lens, temp1=4.0, temp2=5.0, temp3=10
     loss0 = nn.CrossEntropyLoss()(similarities, labels)
     loss1 = nn.CrossEntropyLoss()(similarities.transpose(0, 1), labels)
     return loss0, loss1, att_maps
+
+
+def ref_zero_shot_local(img_features, words, cap_lens, temp1=4.0, temp2=5.0):
+    """GLoRIA ``get_local_similarities`` (zero-shot): [images, reports]."""
+    words_emb = words.transpose(1, 2)
+    batch_size = img_features.shape[0]
+    similarities = []
+    for i in range(words_emb.shape[0]):
+        words_num = int(cap_lens[i])
+        word = words_emb[i, :, :words_num].unsqueeze(0).contiguous().repeat(batch_size, 1, 1)
+        weiContext, _ = ref_attention_fn(word, img_features, temp1)
+        word = word.transpose(1, 2).contiguous().view(batch_size * words_num, -1)
+        weiContext = weiContext.transpose(1, 2).contiguous().view(batch_size * words_num, -1)
+        row_sim = ref_cosine_similarity(word, weiContext).view(batch_size, words_num)
+        row_sim, _ = torch.max(row_sim.mul(temp2).exp(), dim=1, keepdim=True)
+        similarities.append(torch.log(row_sim))
+    return torch.cat(similarities, 1)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -383,3 +401,17 @@ def test_word_attention_is_the_losses_own_attention():
     lengths = torch.tensor([4, 1, 2])
     *_, attention = local_contrastive_loss(regions, words, lengths)
     torch.testing.assert_close(word_attention(regions, words, lengths), attention)
+
+
+def test_local_similarity_matches_gloria_zero_shot_and_training_scores():
+    regions, words, lengths = make_inputs()
+    images = torch.cat([regions, regions.flip(0)[:2]])  # 6 images against 4 reports
+    torch.testing.assert_close(local_similarity(images, words, lengths, 4.0, 5.0, "max"),
+                               ref_zero_shot_local(images, words, lengths, 4.0, 5.0), rtol=1e-9, atol=1e-9)
+    with torch.no_grad():  # sum: the pair scores the local loss contrasts (its logits are temp3 x these)
+        expected = local_contrastive_loss(regions, words, lengths, temp3=1.0)[0]
+    scores = local_similarity(regions, words, lengths, agg="sum")
+    got = torch.nn.functional.cross_entropy(scores, torch.arange(4))
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="agg"):
+        local_similarity(regions, words, lengths, agg="median")

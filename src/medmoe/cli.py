@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import VARIANTS, list_presets, load_config, parse_overrides, variant_of
 from .errors import ConfigError, DataError, ManifestError, TrainingError
+from .eval import DEFAULT_ENSEMBLE, DEFAULT_SCORING, ENSEMBLES, SCORINGS
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -224,7 +225,8 @@ def cmd_eval(args) -> int:
     model = MedMoE.from_pretrained(args.model)
     tasks = TASKS if args.task == "all" else (args.task,)
     result = {"model": str(args.model), "variant": variant_of(model.config),
-              **evaluate(model, args.data, args.split, tasks, args.prompts, progress=not args.quiet)}
+              **evaluate(model, args.data, args.split, tasks, args.prompts, progress=not args.quiet,
+                       scoring=args.scoring, ensemble=args.ensemble)}
     for name in (t.replace("-", "_") for t in tasks):
         print(f"\n{name} ({args.split} split, {result['n']} images)\n{format_task(name, result[name])}")
     if args.json:
@@ -351,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="MANIFEST")
     p.add_argument("--split", default="test", help="split to evaluate (default: test); linear probes train on 'train'")
     p.add_argument("--prompts", metavar="FILE", help="zero-shot prompts JSON (default: MedSynth's)")
+    p.add_argument("--scoring", choices=SCORINGS, default=DEFAULT_SCORING,
+                   help=f"zero-shot class score: global cosine, GLoRIA's local similarity over the routed expert's "
+                   f"map, or their mean (default: {DEFAULT_SCORING})")
+    p.add_argument("--ensemble", choices=ENSEMBLES, default=DEFAULT_ENSEMBLE,
+                   help=f"combine a class's prompts by the mean embedding (CLIP) or the best prompt (GLoRIA) "
+                   f"(default: {DEFAULT_ENSEMBLE})")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)

@@ -29,6 +29,7 @@ class MedMoEConfig:
     scale_attn_dim: int = 96  # hidden width of each expert's cross-scale attention scorer
     router_hidden: int = 256  # hidden width of W1 in alpha = softmax(W2 ReLU(W1 t))
     routing: str = "text"  # which router drives dispatch in training: text | label | image
+    global_source: str = "expert"  # v_g from the routed expert's pooled map (authors' code) or "backbone" (pooled F4)
     modalities: list = field(default_factory=lambda: ["xray", "ct", "mri", "ultrasound"])
     # text side (DESIGN 1.4)
     text_model: str = "emilyalsentzer/Bio_ClinicalBERT"  # hub id, local dir, or "minilm"
@@ -51,6 +52,8 @@ class MedMoEConfig:
             _check_type(f.name, getattr(self, f.name), f.type)
         if self.routing not in ("text", "label", "image"):
             raise ConfigError(f"routing must be one of text, label, image (got {self.routing!r})")
+        if self.global_source not in ("expert", "backbone"):
+            raise ConfigError(f"global_source must be 'expert' or 'backbone' (got {self.global_source!r})")
         if self.dispatch not in ("top1", "soft"):
             raise ConfigError(f"dispatch must be 'top1' or 'soft' (got {self.dispatch!r})")
         if not self.scales or any(l not in (1, 2, 3, 4) for l in self.scales) or len(set(self.scales)) != len(self.scales):

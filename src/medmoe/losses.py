@@ -63,6 +63,7 @@ __all__ = [
     "MIN_BLOCK_ROWS",
     "global_contrastive_loss",
     "local_contrastive_loss",
+    "local_similarity",
     "word_attention",
     "auxiliary_loss",
     "MedMoELoss",
@@ -167,15 +168,10 @@ def _report_blocks(sorted_lengths: list[int], n_images: int, row_bytes: int, bud
     return bj, blocks
 
 
-def _pair_scores(
-    w: Tensor, mask: Tensor, log_len: Tensor, ctx: Tensor, *, temp1: float, temp2: float, mean: bool
-) -> Tensor:
-    """Z(i, j) for a block of reports i and images j (GLoRIA ``local_loss`` inner loop).
-
-    w [bi, N, D] words with padded rows zeroed; mask [bi, N] real words; log_len [bi];
-    ctx [bj, D, S] image regions. Returns [bj, bi] (rows images, columns reports), before
-    the ``temp3`` scale.
-    """
+def _word_cosines(w: Tensor, mask: Tensor, ctx: Tensor, temp1: float) -> Tensor:
+    """cos(c_in, t_in) for a block of reports i and images j (GLoRIA ``attention_fn`` + ``cosine``):
+    w [bi, N, D] words with padded rows zeroed; mask [bi, N] real words; ctx [bj, D, S] image
+    regions. Returns [bj, bi, N] (padded words: arbitrary, mask them)."""
     bi, n, d = w.shape
     bj, _, s = ctx.shape
     # s[j, i, n, r] = <t_in, v_jr>: one product for all pairs of the block
@@ -187,11 +183,20 @@ def _pair_scores(
     c = torch.bmm(q.view(bj, bi * n, s), ctx.transpose(1, 2)).view(bj, bi, n, d)  # weighted context
     num = (c * w[None]).sum(dim=-1)
     den = (w.norm(dim=-1)[None] * c.norm(dim=-1)).clamp(min=EPS)
-    z = (num / den * temp2).masked_fill(~mask[None], float("-inf"))
+    return num / den
+
+
+def _pair_scores(
+    w: Tensor, mask: Tensor, log_len: Tensor, ctx: Tensor, *, temp1: float, temp2: float, agg: str
+) -> Tensor:
+    """Z(i, j) for a block of reports i and images j (GLoRIA ``local_loss`` inner loop; with
+    ``agg="max"`` its zero-shot ``get_local_similarities``). Shapes as ``_word_cosines`` plus
+    log_len [bi]; returns [bj, bi] (rows images, columns reports), before the ``temp3`` scale."""
+    z = (_word_cosines(w, mask, ctx, temp1) * temp2).masked_fill(~mask[None], float("-inf"))
+    if agg == "max":
+        return z.amax(dim=-1)  # log max_n exp(temp2 * cos)
     z = torch.logsumexp(z, dim=-1)  # log sum_n exp(temp2 * cos)
-    if mean:
-        z = z - log_len[None]
-    return z
+    return z - log_len[None] if agg == "mean" else z
 
 
 def _diagonal_attention(w: Tensor, mask: Tensor, ctx: Tensor, temp1: float) -> Tensor:
@@ -217,7 +222,7 @@ def word_attention(regions: Tensor, words: Tensor, lengths: Tensor, temp1: float
     return _diagonal_attention(w, mask, regions.reshape(b, d, h * wd), temp1).view(b, w.shape[1], h, wd)
 
 
-def _local_scores(ctx: Tensor, words: Tensor, lengths: Tensor, *, temp1: float, temp2: float, mean: bool,
+def _local_scores(ctx: Tensor, words: Tensor, lengths: Tensor, *, temp1: float, temp2: float, agg: str,
                   budget: int) -> Tensor:
     """Z(i, j) of every image j (ctx [Bi, D, S]) and report i (words [Br, N, D]): [Bi, Br].
 
@@ -233,7 +238,7 @@ def _local_scores(ctx: Tensor, words: Tensor, lengths: Tensor, *, temp1: float, 
     order = sorted(range(len(lens)), key=lambda k: -lens[k])  # longest report first
     row_bytes = max(s, d) * ctx.element_size()
     bj, blocks = _report_blocks([lens[k] for k in order], bi, row_bytes, budget)
-    fn = partial(_pair_scores, temp1=temp1, temp2=temp2, mean=mean)
+    fn = partial(_pair_scores, temp1=temp1, temp2=temp2, agg=agg)
     fits = bi * len(lens) * lens[order[0]] * row_bytes <= budget
     use_ckpt = not fits and torch.is_grad_enabled() and (ctx.requires_grad or w.requires_grad)
 
@@ -253,6 +258,23 @@ def _local_scores(ctx: Tensor, words: Tensor, lengths: Tensor, *, temp1: float, 
     inverse = torch.empty_like(perm)
     inverse[perm] = torch.arange(len(lens), device=ctx.device)
     return torch.cat(cols, dim=1).index_select(1, inverse)
+
+
+@torch.no_grad()
+def local_similarity(regions: Tensor, words: Tensor, lengths: Tensor, temp1: float = 4.0, temp2: float = 5.0,
+                     agg: str = "max", *, block_bytes: int | None = None) -> Tensor:
+    """Image-report local similarity Z(i, j) of every image j (regions [Bi, D, H, W]) and report i
+    (words [Br, N, D], lengths [Br]) without the ``temp3`` scale: [Bi, Br]. The word attention is the
+    local loss's; ``agg="max"`` is GLoRIA's zero-shot ``get_local_similarities`` (temp2 x the best
+    word's cosine), ``"sum"``/``"mean"`` the training aggregation."""
+    if agg not in ("max", "sum", "mean"):
+        raise ValueError(f"agg must be 'max', 'sum' or 'mean', got {agg!r}")
+    regions, words = _working(regions, words)
+    dtype = torch.promote_types(regions.dtype, words.dtype)
+    b, d = regions.shape[:2]
+    lengths = torch.as_tensor(lengths, device=regions.device).reshape(-1)
+    return _local_scores(regions.to(dtype).reshape(b, d, -1), words.to(dtype), lengths, temp1=temp1, temp2=temp2,
+                         agg=agg, budget=LOCAL_BLOCK_BYTES if block_bytes is None else int(block_bytes))
 
 
 def local_contrastive_loss(
@@ -311,7 +333,7 @@ def local_contrastive_loss(
         w, mask = _masked_words(words, lengths)
         with torch.no_grad():
             attention = _diagonal_attention(w.detach(), mask, ctx.detach(), temp1).view(b, n, h, wd)
-        score = partial(_local_scores, temp1=temp1, temp2=temp2, mean=(agg == "mean"),
+        score = partial(_local_scores, temp1=temp1, temp2=temp2, agg=agg,
                         budget=LOCAL_BLOCK_BYTES if block_bytes is None else int(block_bytes))
         if not (gather and is_distributed()):
             scores = score(ctx, words, lengths) * temp3  # [B images, B reports]

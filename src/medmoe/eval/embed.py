@@ -18,20 +18,25 @@ class Embeddings:
     text_expert: torch.Tensor | None
     modality: torch.Tensor  # modality index [n], -1 unknown
     skipped: list[dict] = field(default_factory=list)
+    prompt_local: torch.Tensor | None = None  # [n, P] local similarity to each zero-shot prompt (zeroshot.py)
 
     def __len__(self) -> int:
         return len(self.rows)
 
 
 @torch.no_grad()
-def embed_rows(model, rows: list[Row], batch_size: int = 64, workers: int = 0, progress: bool = False) -> Embeddings:
+def embed_rows(model, rows: list[Row], batch_size: int = 64, workers: int = 0, progress: bool = False,
+               prompts=None) -> Embeddings:
+    """Embed ``rows`` (images routed by the image router); with ``prompts`` (a zeroshot.PromptBank)
+    also score each image's local map against every prompt, batch by batch (the maps are not kept)."""
     model.eval()
     device = next(model.parameters()).device
     by_number = {r.row: r for r in rows}
     loader = make_loader(ImageReportDataset(rows, model.config.image_size, model.config.modalities),
                          workers=workers, batch_size=batch_size)
     keep, skipped = [], []
-    parts: dict[str, list] = {k: [] for k in ("image", "text", "image_expert", "text_expert", "modality")}
+    parts: dict[str, list] = {k: [] for k in ("image", "text", "image_expert", "text_expert", "modality",
+                                              "prompt_local")}
     from tqdm.auto import tqdm
 
     for batch in tqdm(loader, desc="embedding", unit="batch", disable=not progress, leave=False):
@@ -43,6 +48,10 @@ def embed_rows(model, rows: list[Row], batch_size: int = 64, workers: int = 0, p
         parts["image"].append(image.global_emb.float().cpu())
         parts["text"].append(text.global_emb.float().cpu())
         parts["modality"].append(batch["modality"])
+        if prompts is not None:
+            from .zeroshot import prompt_local_scores
+
+            parts["prompt_local"].append(prompt_local_scores(model, image.local_map, prompts).cpu())
         if text.router_logits is not None:
             parts["image_expert"].append(image.expert.cpu())
             parts["text_expert"].append(text.router_logits.argmax(1).cpu())
@@ -50,4 +59,5 @@ def embed_rows(model, rows: list[Row], batch_size: int = 64, workers: int = 0, p
     if cat["image"] is None:
         d = model.config.embed_dim
         cat.update(image=torch.empty(0, d), text=torch.empty(0, d), modality=torch.empty(0, dtype=torch.long))
-    return Embeddings(keep, cat["image"], cat["text"], cat["image_expert"], cat["text_expert"], cat["modality"], skipped)
+    return Embeddings(keep, cat["image"], cat["text"], cat["image_expert"], cat["text_expert"], cat["modality"], skipped,
+                      cat["prompt_local"])

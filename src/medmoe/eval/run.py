@@ -10,7 +10,8 @@ from .grounding import grounding_scores
 from .probe import linear_probe_scores
 from .retrieval import recall_at_k
 from .routing import routing_scores
-from .zeroshot import load_prompts, zeroshot_scores
+from . import DEFAULT_ENSEMBLE, DEFAULT_SCORING
+from .zeroshot import embed_prompts, load_prompts, zeroshot_scores
 
 TASKS = ("zeroshot", "retrieval", "linear-probe", "routing", "grounding")
 
@@ -24,15 +25,19 @@ def retrieval_scores(emb) -> dict:
 
 
 def evaluate(model, manifest: str | Path, split: str = "test", tasks=TASKS, prompts: str | Path | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, scoring: str = DEFAULT_SCORING, ensemble: str = DEFAULT_ENSEMBLE) -> dict:
     data = read_manifest(manifest)
     rows = data.split(split)
     if not rows:
         raise ManifestError(f"{manifest}: no usable row in split {split!r}")
-    emb = embed_rows(model, rows, progress=progress)
+    bank = None
+    if "zeroshot" in tasks:
+        spec = load_prompts(prompts)
+        bank = embed_prompts(model, spec["classes"], spec.get("templates"))
+    emb = embed_rows(model, rows, progress=progress, prompts=bank if scoring != "global" else None)
     result: dict = {"split": split, "n": len(emb), "skipped": len(emb.skipped) + len(data.unusable)}
     if "zeroshot" in tasks:
-        result["zeroshot"] = zeroshot_scores(model, emb, load_prompts(prompts))
+        result["zeroshot"] = zeroshot_scores(emb, bank, scoring, ensemble)
     if "retrieval" in tasks:
         result["retrieval"] = retrieval_scores(emb)
     if "linear-probe" in tasks:

@@ -1,7 +1,7 @@
 """The MedMoE model (paper Figure 2), top to bottom.
 
 image -> Swin pyramid F1..F4 -> (image router on pooled F4) -> routed expert -> V_local [D, G, G]
-                             -> pooled F4 -> linear -> v_g [D]
+       -> pooled V_local (global_source="expert") or pooled F4 ("backbone") -> linear -> v_g [D]
 report -> BERT (sum of last 4 layers, words merged) -> words T [N, D], t_g [D] -> text router
 
 Which router drives dispatch in training is ``config.routing`` (``text``: the paper's
@@ -48,16 +48,22 @@ class TextOutput:
 
 
 class ImageEncoder(nn.Module):
-    """The image side counted in Table 3: backbone, experts, image router, global projection."""
+    """The image side counted in Table 3: backbone, experts, image router, global projection.
+
+    The global embedding v_g (the paper leaves its source open; DESIGN 1.6) is the projected mean
+    of the routed expert's local map (``global_source="expert"``, as the authors' code does, so the
+    routing shapes zero-shot, retrieval and probing) or of the final Swin stage F4 (``"backbone"``).
+    """
 
     def __init__(self, config: MedMoEConfig):
         super().__init__()
         c = config
         self.scales, self.soft = [level - 1 for level in c.scales], c.dispatch == "soft"
+        self.from_expert = c.global_source == "expert"
         self.backbone = SwinPyramid(c.image_size, c.swin, pretrained=c.backbone)
         final = self.backbone.channels[-1]
         channels = [self.backbone.channels[level] for level in self.scales]
-        self.global_proj = nn.Linear(final, c.embed_dim)
+        self.global_proj = nn.Linear(c.embed_dim if self.from_expert else final, c.embed_dim)
         if c.moe:
             self.experts = ExpertMixture(c.num_experts, channels, c.embed_dim, c.grid_size, c.scale_attn_dim)
             self.router = Router(final, c.router_hidden, c.num_experts)
@@ -69,29 +75,36 @@ class ImageEncoder(nn.Module):
         pyramid = self.backbone(images)
         return [pyramid[level] for level in self.scales], pyramid[-1].mean(dim=(2, 3))
 
+    def global_embedding(self, pooled: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+        """v_g [B, D] from the pooled F4 [B, C_4] or the local map [B, D, G, G] (``global_source``)."""
+        return self.global_proj(local.mean(dim=(2, 3)) if self.from_expert else pooled)
+
     def forward(self, images: torch.Tensor, expert: torch.Tensor | None = None,
                 expert_weights: torch.Tensor | None = None) -> ImageOutput:
         """``expert`` [B] forces hard routing; ``expert_weights`` [B, K] are soft dispatch's mixing
         weights (default: the image router's probabilities)."""
         pyramid, pooled = self.features(images)
-        global_emb = self.global_proj(pooled)
         if not hasattr(self, "experts"):
-            zeros = torch.zeros(len(images), dtype=torch.long, device=images.device)
-            return ImageOutput(global_emb, self.head(pyramid), zeros, None)
+            local = self.head(pyramid)
+            zeros = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
+            return ImageOutput(self.global_embedding(pooled, local), local, zeros, None)
         logits = self.router(pooled)
         if self.soft:
             weights = logits.softmax(dim=1) if expert_weights is None else expert_weights
             local = torch.einsum("kbdhw,bk->bdhw", self.experts.forward_all(pyramid), weights)
-            return ImageOutput(global_emb, local, weights.argmax(dim=1), logits)
-        if expert is None:
-            expert = logits.argmax(dim=1)
-        return ImageOutput(global_emb, self.experts(pyramid, expert), expert, logits)
+            expert = weights.argmax(dim=1)
+        else:
+            expert = logits.argmax(dim=1) if expert is None else expert
+            local = self.experts(pyramid, expert)
+        return ImageOutput(self.global_embedding(pooled, local), local, expert, logits)
 
     def forward_all_experts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(v_g [B, D], every expert's map [K, B, D, G, G], router logits [B, K]): what the
-        authors' code computes. A reference for tests, FLOPs and benchmarks, not for training."""
+        """(v_g [B, D] of the router's choice, every expert's map [K, B, D, G, G], router logits
+        [B, K]): what the authors' code computes. A reference for tests, FLOPs and benchmarks."""
         pyramid, pooled = self.features(images)
-        return self.global_proj(pooled), self.experts.forward_all(pyramid), self.router(pooled)
+        every, logits = self.experts.forward_all(pyramid), self.router(pooled)
+        chosen = every[logits.argmax(dim=1), torch.arange(images.shape[0], device=images.device)]
+        return self.global_embedding(pooled, chosen), every, logits
 
 
 class MedMoE(nn.Module):
@@ -181,10 +194,27 @@ class MedMoE(nn.Module):
         if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
             raise FileNotFoundError(f"{folder} is not a medmoe model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE}) "
                                     "nor a training run with a checkpoint")
-        config = MedMoEConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+        saved = json.loads((folder / CONFIG_FILE).read_text())
+        saved.setdefault("global_source", "backbone")  # folders written before the option existed
+        config = MedMoEConfig.from_dict(saved)
         model = cls(config, folder / TOKENIZER_DIR if (folder / TOKENIZER_DIR).is_dir() else None)
         model.load_state_dict(load_file(folder / WEIGHTS_FILE, device=map_location))
+        model.source = folder  # where it was read from: push_to_hub finds the training run beside it
         return model.eval()
+
+    # ------------------------------------------------------------------ using a trained model
+    def classify(self, images, classes, templates: list[str] | None = None):
+        """Zero-shot class probabilities and routed experts of image files or tensors
+        (``medmoe.classify.classify``)."""
+        from ..classify import classify
+
+        return classify(self, images, classes, templates)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload the model with a model card to the Hugging Face Hub (``medmoe.hub.push_to_hub``)."""
+        from ..hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
 
 def create_model(preset: str = "tiny", **overrides) -> MedMoE:
