@@ -9,3 +9,9 @@ def tiny():
 
     torch.manual_seed(0)
     return medmoe.create_model("tiny").eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tiny, tmp_path_factory):
+    """``tiny`` written by ``save_pretrained`` (config.json, model.safetensors, tokenizer/)."""
+    return tiny.save_pretrained(tmp_path_factory.mktemp("tiny") / "model")

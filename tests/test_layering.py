@@ -6,10 +6,12 @@ import medmoe
 
 PACKAGE = Path(medmoe.__file__).parent
 # layer of each top-level module or subpackage; a module may import its own layer and those below
-LAYERS = {"errors": 0, "files": 0, "runs": 0, "config": 0,
-          "model": 1, "data": 1, "losses": 1, "distributed": 1,
-          "train": 2, "eval": 2,
-          "cli": 3, "__main__": 3}
+LAYERS = {"errors": 0, "files": 0, "runs": 0, "config": 0, "precision": 0,
+          "model": 1, "data": 1, "losses": 1, "distributed": 1, "hub": 1,
+          "train": 2, "eval": 2, "classify": 2, "export": 2,
+          "cli": 3, "__main__": 3, "app": 3}
+# the one way up: MedMoE.classify delegates to the module that implements it (zero-shot scoring is eval's)
+FACADES = {("medmoe.model.medmoe", "medmoe.classify")}
 
 
 def imported_modules(source: str, package: str) -> set[str]:
@@ -42,7 +44,7 @@ def test_imports_never_go_up_a_layer():
             continue  # the package's lazy names are strings, not imports
         own = ".".join(["medmoe", *path.relative_to(PACKAGE).with_suffix("").parts])
         imports = imported_modules(path.read_text(), own.rsplit(".", 1)[0])
-        upward += [f"{own} imports {m}" for m in imports if layer(m) > layer(own)]
+        upward += [f"{own} imports {m}" for m in imports if layer(m) > layer(own) and (own, m) not in FACADES]
     assert not upward, "\n".join(upward)
 
 

@@ -14,6 +14,7 @@ _LAZY = {
     "MedMoEConfig": "medmoe.config",
     "load_config": "medmoe.config",
     "list_presets": "medmoe.config",
+    "load": "medmoe.classify",
 }
 
 __all__ = ["__version__", *_LAZY]

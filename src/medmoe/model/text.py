@@ -60,6 +60,7 @@ class TextEncoder(nn.Module):
         self.encoder.requires_grad_(not config.freeze_text)
         self.tokenizer_source = tokenizer_source or config.text_model
         self.max_length, self.last_n_layers = config.max_length, config.text_last_n_layers
+        self.clean = config.text_clean
         self._tokenizer = None
 
     def architecture(self) -> dict:
@@ -80,30 +81,50 @@ class TextEncoder(nn.Module):
 
     def forward(self, reports: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[str]]]:
         """Returns (t_g [B, D], words [B, N, D] zero-padded, lengths [B], merged words)."""
-        cleaned = [" ".join(WORD.findall(r)) for r in reports]
-        empty = [i for i, r in enumerate(cleaned) if not r]
-        if empty:
-            raise ValueError(f"report {empty[0]} has no words: {reports[empty[0]]!r}")
-        enc = self.tokenizer(cleaned, padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
+        enc, word_ids, cleaned = tokenize(self.tokenizer, reports, self.max_length, self.clean)
         device = self.global_proj.weight.device
-        inputs = {k: v.to(device) for k, v in enc.items()}
-        hidden = self.encoder(**inputs, output_hidden_states=True).hidden_states
-        tokens = torch.stack(hidden[-self.last_n_layers:]).sum(0)  # [B, T, H]
-
-        word_of_token = torch.tensor(
-            [[-1 if w is None else w for w in enc.word_ids(b)] for b in range(len(reports))], device=device
-        )
-        lengths = word_of_token.max(dim=1).values + 1
-        b, t, h = tokens.shape
-        n = int(lengths.max())
-        valid = word_of_token >= 0
-        slot = (torch.arange(b, device=device)[:, None] * n + word_of_token)[valid]
-        words = tokens.new_zeros(b * n, h).index_add_(0, slot, tokens[valid]).view(b, n, h)
-
-        t_g = words.sum(1) / lengths[:, None].to(words.dtype)
-        word_mask = torch.arange(n, device=device)[None, :] < lengths[:, None]
-        words = self.local_proj(words) * word_mask[..., None]
+        t_g, words, lengths = self.embed(enc["input_ids"].to(device), enc["attention_mask"].to(device),
+                                         word_ids.to(device))
         merged = [[cleaned[i][s:e] for s, e in (enc.word_to_chars(i, w) for w in range(int(lengths[i])))]
-                  for i in range(b)]
-        return self.global_proj(t_g), words, lengths, merged
+                  for i in range(len(reports))]
+        return t_g, words[:, : int(lengths.max())], lengths, merged
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_ids: torch.Tensor):
+        """Word pieces [B, T] -> (t_g [B, D], words [B, T, D], lengths [B]): word n of a report in
+        slot n, zero past its ``lengths`` words. ``word_ids`` [B, T]: each piece's word, -1 for
+        special and padding tokens (``tokenize``). Static shapes throughout (the ONNX text graph)."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        tokens = torch.stack(hidden.hidden_states[-self.last_n_layers:]).sum(0)  # [B, T, H]
+        valid = (word_ids >= 0)[..., None].to(tokens.dtype)
+        slot = word_ids.clamp(min=0)[..., None].expand_as(tokens)
+        words = torch.zeros_like(tokens).scatter_add(1, slot, tokens * valid)  # pieces summed into words
+        lengths = word_ids.max(dim=1).values + 1
+        t_g = words.sum(1) / lengths[:, None].to(words.dtype)
+        word_mask = torch.arange(words.shape[1], device=words.device)[None, :] < lengths[:, None]
+        return self.global_proj(t_g), self.local_proj(words) * word_mask[..., None], lengths
+
+
+SENTENCE_END = re.compile(r"[0-9]+\.|\.")  # GLoRIA splits on numbered points, then on full stops
+MIN_SENTENCE_WORDS = 3
+
+
+def gloria_clean(report: str) -> str:
+    """GLoRIA's report cleaning: sentences lower-cased, reduced to ASCII words, and dropped when
+    shorter than 3 words. A report with no sentence that long keeps all its words."""
+    sentences = [[w for w in (t.encode("ascii", "ignore").decode("ascii") for t in WORD.findall(s.lower())) if w]
+                 for s in SENTENCE_END.split(report)]
+    kept = [" ".join(s) for s in sentences if len(s) >= MIN_SENTENCE_WORDS]
+    return " ".join(kept) if kept else " ".join(w for s in sentences for w in s)
+
+
+def tokenize(tokenizer, reports: list[str], max_length: int, clean: str = "none"):
+    """(encoding, word_ids [B, T], cleaned reports): reports reduced to their words (punctuation
+    dropped; with ``clean="gloria"``, ``gloria_clean``), cut into word pieces; ``word_ids`` maps each
+    piece to its word, -1 for special and padding tokens."""
+    cleaned = [" ".join(WORD.findall(gloria_clean(r) if clean == "gloria" else r)) for r in reports]
+    empty = [i for i, r in enumerate(cleaned) if not r]
+    if empty:
+        raise ValueError(f"report {empty[0]} has no words: {reports[empty[0]]!r}")
+    enc = tokenizer(cleaned, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    word_ids = torch.tensor([[-1 if w is None else w for w in enc.word_ids(b)] for b in range(len(cleaned))])
+    return enc, word_ids, cleaned
