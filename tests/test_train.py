@@ -115,3 +115,19 @@ def test_training_streams_webdataset_shards(tmp_path, medsynth):
     samples = json.loads((tmp_path / "shards" / "shards.json").read_text())["samples"]
     assert train["epoch"] == round(4 / (samples // 8), 4)
     assert [r for r in records if r["split"] == "val"][-1]["n"] > 0
+
+
+@pytest.mark.slow
+def test_training_is_a_function_of_the_seed_whatever_the_loader_workers(tmp_path, medsynth):
+    """The data order, augmentation and dropout come from (seed, step, ...) keys, not from the
+    process that happens to load a batch: same seed -> bit-identical weights, another -> different."""
+    for name, extra in [("a", ["--workers", "0"]), ("b", ["--workers", "2"]), ("c", ["--workers", "0", "--seed", "1"])]:
+        assert main(train_argv(medsynth, tmp_path / name, 3, *extra)) == 0
+    a, b, c = (weights(tmp_path / name) for name in "abc")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_negative_seed_is_a_config_error(tmp_path, medsynth, capsys):
+    assert main(train_argv(medsynth, tmp_path / "run", 1, "--seed", "-1")) == 2
+    assert "--seed must be >= 0" in capsys.readouterr().err

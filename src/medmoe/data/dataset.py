@@ -6,6 +6,7 @@ from typing import Iterator
 import torch
 
 from ..errors import ImageLoadError
+from ..seeding import derive_seed
 from .io import load_image
 from .manifest import Row
 from .transforms import augment, to_model_input
@@ -74,11 +75,12 @@ class ResumableBatches(torch.utils.data.Sampler):
         step, size = self.start, self.batch_size * self.world
         while True:
             epoch, pos = divmod(step, self.steps_per_epoch)
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
+            shuffle = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch))
+            order = torch.randperm(self.n, generator=shuffle)
             for b in range(pos, self.steps_per_epoch):
                 first = b * size + self.rank * self.batch_size
                 idx = order[first : first + self.batch_size].tolist()
-                yield [(i, (self.seed * 1000003 + step) * 4099 + i) for i in idx]
+                yield [(i, derive_seed(self.seed, "augment", step, i)) for i in idx]
                 step += 1
 
 

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import ImageLoadError, ManifestError
 from ..files import atomic_write_text
+from ..seeding import derive_seed
 from .dataset import collate
 from .io import is_dicom, load_image_bytes
 from .manifest import Manifest, read_manifest
@@ -155,7 +156,7 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def reader_shards(self, p: int, g: int) -> list[int]:
         """Indices of the shards reader ``g`` reads in pass ``p``."""
-        order = np.random.default_rng([self.seed, p]).permutation(len(self.paths))
+        order = np.random.default_rng(derive_seed(self.seed, "shard order", p)).permutation(len(self.paths))
         return order[g :: self.readers].tolist()
 
     def raw_samples(self, g: int, skip: int):
@@ -170,8 +171,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                 skip -= n
                 continue
             samples = tarfile_samples({"url": str(self.paths[i])} for i in mine)
-            yield from itertools.islice(_shuffled(samples, self.buffer, np.random.default_rng([self.seed, p, g])),
-                                        skip, None)
+            rng = np.random.default_rng(derive_seed(self.seed, "shuffle buffer", p, g))
+            yield from itertools.islice(_shuffled(samples, self.buffer, rng), skip, None)
             skip = 0
 
     def item(self, sample: dict, g: int, position: int) -> dict:
@@ -183,8 +184,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                                      f"({meta.get('source')})")
         except ImageLoadError as exc:
             return {"row": key, "error": str(exc)}
-        k = ((self.seed * 1000003 + g) << 32) + position  # this draw's augmentation, wherever it is loaded
-        x = augment(image, self.image_size, torch.Generator().manual_seed(k % (1 << 63)))
+        seed = derive_seed(self.seed, "augment", g, position)  # this draw's, wherever it is loaded
+        x = augment(image, self.image_size, torch.Generator().manual_seed(seed))
         return {"image": x, "report": sample["txt"].decode("utf-8"),
                 "modality": self.modality_index.get(meta.get("modality"), -1), "row": key}
 

@@ -33,6 +33,7 @@ from ..data.manifest import read_manifest
 from ..errors import ConfigError, ManifestError, TrainingError
 from ..losses import MedMoELoss
 from ..runs import latest_checkpoint
+from ..seeding import derive_seed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .step import forward_backward, split_batch
 
@@ -165,6 +166,8 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
 
     if args.accum_steps < 1 or args.batch_size < 1:
         raise ConfigError("--batch-size and --accum-steps must be at least 1")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0 (got {args.seed})")
     run = Path(args.out)
     resume_from = latest_checkpoint(args.resume) if args.resume else None
     if args.resume and resume_from is None:
@@ -254,7 +257,7 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
         if smallest >= 2:
             micro = split_batch(batch, min(args.accum_steps, smallest))
             losses = forward_backward(model, raw, criterion, micro, proc.device, autocast,
-                                      seed=(args.seed * 1000003 + step) * 101 + proc.rank)
+                                      seed=derive_seed(args.seed, "forward", step, proc.rank))
             grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
             finite = distributed.all_true(bool(torch.isfinite(losses["total"]) and torch.isfinite(grad_norm)),
                                           proc.device)

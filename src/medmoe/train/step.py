@@ -15,6 +15,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from ..seeding import derive_seed
+
 
 def features(model, raw_model, batch: dict, device: torch.device) -> dict:
     """The loss inputs of one batch: ``MedMoELoss(**features(...))``."""
@@ -49,7 +51,7 @@ def forward_backward(model, raw_model, criterion, micro: list[dict], device, aut
     (detached). ``model`` may be DDP-wrapped (gradients are all-reduced on the last pass only);
     ``seed`` keys the random numbers of every forward of this step."""
     def embed(j: int) -> dict:
-        torch.manual_seed(seed * 1009 + j)
+        torch.manual_seed(derive_seed(seed, "micro-batch", j))
         return features(model, raw_model, micro[j], device)
 
     if len(micro) == 1:
