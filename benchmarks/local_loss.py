@@ -96,7 +96,7 @@ def memory_child(args):
     regions.requires_grad_(True)
     words.requires_grad_(True)
     t0 = time.perf_counter()
-    i2t, t2i, att = local_contrastive_loss(regions, words, lengths)
+    i2t, t2i = local_contrastive_loss(regions, words, lengths)
     (i2t + t2i).backward()
     secs = time.perf_counter() - t0
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux

@@ -35,7 +35,7 @@ def batch(seed=0, b=8, d=16, n=7, g=3):
 
 def losses(x: dict, gather: bool) -> torch.Tensor:
     g = sum(global_contrastive_loss(x["img"], x["txt"], 10.0, gather=gather))
-    l_i2t, l_t2i, _ = local_contrastive_loss(x["regions"], x["words"], x["lengths"], gather=gather)
+    l_i2t, l_t2i = local_contrastive_loss(x["regions"], x["words"], x["lengths"], gather=gather)
     return g, l_i2t + l_t2i
 
 

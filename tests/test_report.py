@@ -45,6 +45,19 @@ def test_explain_figure_writes_png(tmp_path):
         explain_figure(np.zeros((3, 8, 8)), tokens, maps, tmp_path / "bad.png")
 
 
+def test_figures_leave_the_backend_alone(tmp_path):
+    """Library figures draw on matplotlib.figure.Figure: the caller's backend is not switched."""
+    import matplotlib
+
+    with matplotlib.rc_context({"backend": "pdf"}):
+        png = explain_figure(np.zeros((32, 32)), ["effusion"], np.full((1, 4, 4), 1 / 16), tmp_path / "a.png")
+        write_report(tmp_path, {"medmoe": _variant(0.6, routing=True)}, {"medmoe": _log(tmp_path / "m.jsonl", 0.0)})
+        assert matplotlib.rcParams["backend"] == "pdf"
+    for path in (png, tmp_path / "loss_curves.png", tmp_path / "routing_confusion.png"):
+        with Image.open(path) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+
+
 def _variant(base: float, routing: bool) -> dict:
     """A fake ``medmoe eval all`` result; per-modality values base + 0.01 * index."""
     def per(keys, n):

@@ -13,6 +13,8 @@ from typing import Any
 
 from .errors import ConfigError
 
+LOCAL_AGGS = ("sum", "mean")  # the local loss's word aggregation: log sum_n exp or log mean_n exp (losses.py)
+
 
 @dataclass
 class MedMoEConfig:
@@ -58,8 +60,8 @@ class MedMoEConfig:
             raise ConfigError(f"dispatch must be 'top1' or 'soft' (got {self.dispatch!r})")
         if not self.scales or any(l not in (1, 2, 3, 4) for l in self.scales) or len(set(self.scales)) != len(self.scales):
             raise ConfigError(f"scales must be distinct pyramid levels from 1..4 (got {self.scales!r})")
-        if self.local_agg not in ("sum", "mean"):
-            raise ConfigError(f"local_agg must be 'sum' or 'mean' (got {self.local_agg!r})")
+        if self.local_agg not in LOCAL_AGGS:
+            raise ConfigError(f"local_agg must be one of {', '.join(LOCAL_AGGS)} (got {self.local_agg!r})")
         if self.num_experts < 1:
             raise ConfigError(f"num_experts must be >= 1 (got {self.num_experts})")
         if self.image_size % 32:

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .errors import ConfigError
+from .precision import upcast
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
 
     def local_stats(self, x: torch.Tensor) -> torch.Tensor:
         """[sum over (B, H, W) per channel, sum of squares per channel, count] of this rank."""
-        x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in >= fp32
+        x = upcast(x)  # statistics in >= fp32
         return torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), x.new_full((1,), x.numel() / x.shape[1])])
 
     def normalise(self, x: torch.Tensor, total: torch.Tensor) -> torch.Tensor:

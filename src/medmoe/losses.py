@@ -55,7 +55,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from .config import LOCAL_AGGS
 from .distributed import all_gather_with_grad, is_distributed
+from .precision import upcast
 
 __all__ = [
     "EPS",
@@ -73,14 +75,13 @@ EPS = 1e-8  # GLoRIA's clamp on products of norms
 LOCAL_BLOCK_BYTES = 64 * 2**20  # budget for the largest per-block intermediate of the local loss
 
 
-def _working(*tensors: Tensor) -> list[Tensor]:
-    """Upcast half-precision inputs to float32 (softmax/exp/log chains need the range)."""
-    out = []
-    for t in tensors:
-        if t.dtype in (torch.float16, torch.bfloat16):
-            t = t.float()
-        out.append(t)
-    return out
+SIMILARITY_AGGS = (*LOCAL_AGGS, "max")  # the training aggregations and GLoRIA's zero-shot one
+
+
+def check_agg(agg: str, allowed: tuple[str, ...] = LOCAL_AGGS) -> None:
+    """ValueError unless ``agg`` is one of ``allowed`` (the local loss's word aggregations by default)."""
+    if agg not in allowed:
+        raise ValueError(f"agg must be one of {', '.join(map(repr, allowed))}, got {agg!r}")
 
 
 def _two_way_ce(image_rows: Tensor, report_rows: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
@@ -122,7 +123,7 @@ def global_contrastive_loss(image_emb: Tensor, text_emb: Tensor, temp3: float = 
     if image_emb.dim() != 2 or image_emb.shape != text_emb.shape:
         raise ValueError(f"expected two [B, D] tensors, got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
     with torch.autocast(device_type=image_emb.device.type, enabled=False):
-        img, txt = _working(image_emb, text_emb)
+        img, txt = upcast(image_emb), upcast(text_emb)
         dtype = torch.promote_types(img.dtype, txt.dtype)
         img, txt = img.to(dtype), txt.to(dtype)
         if not (gather and is_distributed()):
@@ -217,7 +218,7 @@ def word_attention(regions: Tensor, words: Tensor, lengths: Tensor, temp1: float
     """Each report's word attention over its own image (GLoRIA ``attention_fn`` on the diagonal
     pairs): regions [B, D, H, W], words [B, N, D], lengths [B] -> [B, N, H, W], zeros at padding."""
     b, d, h, wd = regions.shape
-    regions, words = _working(regions, words)
+    regions, words = upcast(regions), upcast(words)
     w, mask = _masked_words(words, torch.as_tensor(lengths, device=words.device))
     return _diagonal_attention(w, mask, regions.reshape(b, d, h * wd), temp1).view(b, w.shape[1], h, wd)
 
@@ -267,9 +268,8 @@ def local_similarity(regions: Tensor, words: Tensor, lengths: Tensor, temp1: flo
     (words [Br, N, D], lengths [Br]) without the ``temp3`` scale: [Bi, Br]. The word attention is the
     local loss's; ``agg="max"`` is GLoRIA's zero-shot ``get_local_similarities`` (temp2 x the best
     word's cosine), ``"sum"``/``"mean"`` the training aggregation."""
-    if agg not in ("max", "sum", "mean"):
-        raise ValueError(f"agg must be 'max', 'sum' or 'mean', got {agg!r}")
-    regions, words = _working(regions, words)
+    check_agg(agg, SIMILARITY_AGGS)
+    regions, words = upcast(regions), upcast(words)
     dtype = torch.promote_types(regions.dtype, words.dtype)
     b, d = regions.shape[:2]
     lengths = torch.as_tensor(lengths, device=regions.device).reshape(-1)
@@ -288,7 +288,7 @@ def local_contrastive_loss(
     *,
     block_bytes: int | None = None,
     gather: bool = False,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Local (word-region) contrastive loss of Sec. 4.4 (GLoRIA ``local_loss``), batched.
 
     Args:
@@ -305,16 +305,15 @@ def local_contrastive_loss(
             reports and its reports against every rank's images (default: per rank).
 
     Returns:
-        ``(image_to_text, text_to_image, attention)``: the cross-entropy over rows (images)
-        and over columns (reports) of ``temp3 * Z`` with ``Z[j, i]`` the score of image j and
-        report i, and ``attention`` [B, N, H, W], report i's word attention over its own
-        image i (GLoRIA's ``att_maps``), zeros at padded words, detached.
+        ``(image_to_text, text_to_image)``: the cross-entropy over rows (images) and over
+        columns (reports) of ``temp3 * Z`` with ``Z[j, i]`` the score of image j and report i.
+        The word attention maps (GLoRIA's ``att_maps``) are ``word_attention``'s, computed
+        only when asked for.
     """
-    if agg not in ("sum", "mean"):
-        raise ValueError(f"agg must be 'sum' or 'mean', got {agg!r}")
+    check_agg(agg)
     if regions.dim() != 4 or words.dim() != 3:
         raise ValueError(f"expected regions [B, D, H, W] and words [B, N, D], got {tuple(regions.shape)}, {tuple(words.shape)}")
-    b, d, h, wd = regions.shape
+    b, d = regions.shape[:2]
     if words.shape[0] != b or words.shape[2] != d:
         raise ValueError(f"regions {tuple(regions.shape)} and words {tuple(words.shape)} disagree on B or D")
     n = words.shape[1]
@@ -325,14 +324,11 @@ def local_contrastive_loss(
         raise ValueError(f"lengths must lie in 1..{n}, got {lengths.tolist()}")
 
     with torch.autocast(device_type=regions.device.type, enabled=False):
-        regions, words = _working(regions, words)
+        regions, words = upcast(regions), upcast(words)
         dtype = torch.promote_types(regions.dtype, words.dtype)
         regions, words = regions.to(dtype), words.to(dtype)
         lengths = lengths.to(regions.device)
-        ctx = regions.reshape(b, d, h * wd)  # [B, D, S], a view for contiguous input
-        w, mask = _masked_words(words, lengths)
-        with torch.no_grad():
-            attention = _diagonal_attention(w.detach(), mask, ctx.detach(), temp1).view(b, n, h, wd)
+        ctx = regions.reshape(b, d, -1)  # [B, D, S], a view for contiguous input
         score = partial(_local_scores, temp1=temp1, temp2=temp2, agg=agg,
                         budget=LOCAL_BLOCK_BYTES if block_bytes is None else int(block_bytes))
         if not (gather and is_distributed()):
@@ -344,7 +340,7 @@ def local_contrastive_loss(
             all_lengths, _ = all_gather_with_grad(lengths)
             i2t, t2i = _gathered_ce(score(ctx, all_words, all_lengths) * temp3,
                                     score(all_ctx, words, lengths).t() * temp3, offset)
-    return i2t, t2i, attention
+    return i2t, t2i
 
 
 def auxiliary_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -359,9 +355,7 @@ def auxiliary_loss(logits: Tensor, target: Tensor) -> Tensor:
         raise ValueError(f"expected logits [B, K] and target [B], got {tuple(logits.shape)}, {tuple(target.shape)}")
     target = target.to(device=logits.device, dtype=torch.long)
     known = target >= 0
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    per = F.cross_entropy(logits, target.clamp(min=0), reduction="none")
+    per = F.cross_entropy(upcast(logits), target.clamp(min=0), reduction="none")
     per = torch.where(known, per, torch.zeros_like(per))
     return per.sum() / known.sum().clamp(min=1).to(per.dtype)
 
@@ -372,8 +366,7 @@ class MedMoELoss(torch.nn.Module):
     ``L_global`` and ``L_local`` are the sums of both directions (image -> text and
     text -> image) of the Sec. 4.4 losses, as GLoRIA's training code adds them;
     ``L_aux`` (Sec. 4.5) is summed over the router logits given (e.g. image-side and
-    report-side routers). The word attention of the last call is kept in
-    ``last_attention`` (detached) for visualisation. Under distributed training the global
+    report-side routers). Under distributed training the global
     loss is computed against every rank's samples; the local one too with ``gather_local``.
     With ``w_local=0`` the local loss is not computed at all.
     """
@@ -392,13 +385,11 @@ class MedMoELoss(torch.nn.Module):
         gather_local: bool = False,
     ) -> None:
         super().__init__()
-        if agg not in ("sum", "mean"):
-            raise ValueError(f"agg must be 'sum' or 'mean', got {agg!r}")
+        check_agg(agg)
         self.temp1, self.temp2, self.temp3, self.agg = temp1, temp2, temp3, agg
         self.w_global, self.w_local, self.w_aux = w_global, w_local, w_aux
         self.block_bytes = block_bytes  # local-loss block budget (None: LOCAL_BLOCK_BYTES)
         self.gather_local = gather_local
-        self.last_attention: Tensor | None = None
 
     def forward(
         self,
@@ -413,7 +404,7 @@ class MedMoELoss(torch.nn.Module):
         g_i2t, g_t2i = global_contrastive_loss(image_global, text_global, self.temp3)
         glob = g_i2t + g_t2i
         if self.w_local:
-            l_i2t, l_t2i, self.last_attention = local_contrastive_loss(
+            l_i2t, l_t2i = local_contrastive_loss(
                 regions, words, lengths, self.temp1, self.temp2, self.temp3, self.agg,
                 block_bytes=self.block_bytes, gather=self.gather_local)
             loc = l_i2t + l_t2i

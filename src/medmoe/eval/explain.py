@@ -6,7 +6,8 @@ draws the same picture for one image: the image alone, then one panel per word f
 whose attention is most peaked (highest maximum over the grid), each map upsampled
 bilinearly to the image size and overlaid with the "jet" colormap.
 
-matplotlib is imported inside ``explain_figure``, so importing this module stays light.
+matplotlib is imported inside ``explain_figure``, so importing this module stays light; the figure is a
+``matplotlib.figure.Figure`` (no pyplot state, the caller's backend untouched).
 """
 from __future__ import annotations
 
@@ -78,10 +79,7 @@ def explain_figure(image, tokens: list[str], attention, out, expert=None, title:
     ``expert``: routed expert (an int prints as "expert 2", a str as given), or None.
     Each overlay is coloured on its own scale; the panel's x-label gives the map's maximum.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 2:
@@ -92,8 +90,8 @@ def explain_figure(image, tokens: list[str], attention, out, expert=None, title:
     panels = 1 + len(words)
     cols = min(panels, MAX_COLUMNS)
     rows = math.ceil(panels / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(PANEL_INCHES * cols, PANEL_INCHES * rows + 0.4),
-                             squeeze=False)
+    fig = Figure(figsize=(PANEL_INCHES * cols, PANEL_INCHES * rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
     axes = axes.ravel()
     axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("image")
@@ -114,5 +112,4 @@ def explain_figure(image, tokens: list[str], attention, out, expert=None, title:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return out

@@ -7,7 +7,8 @@ extra figures (attention maps). Numbers are printed with 3 decimals; a missing n
 "-". The only comparison the report makes is computed: the highest value among variants for
 each metric and row is printed in bold.
 
-matplotlib is imported inside the plotting functions, so importing this module stays light.
+matplotlib is imported inside the plotting functions, so importing this module stays light; figures are
+drawn on ``matplotlib.figure.Figure`` (no pyplot state, the caller's backend untouched).
 """
 from __future__ import annotations
 
@@ -182,17 +183,15 @@ def _running_mean(values: np.ndarray, k: int = SMOOTH) -> np.ndarray:
 
 def plot_loss_curves(logs: dict[str, str | Path], out: Path) -> Path | None:
     """2x2 train losses vs step, one colour per variant (thin: raw; thick: running mean)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     train = {v: sorted((r for r in _read_log(p) if r.get("split") == "train" and "step" in r),
                        key=lambda r: r["step"]) for v, p in logs.items()}
     train = {v: rows for v, rows in train.items() if rows}
     if not train:
         return None
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig = Figure(figsize=(10, 7))
+    axes = fig.subplots(2, 2)
     for ax, loss in zip(axes.ravel(), LOSSES):
         for colour, (variant, rows) in enumerate(train.items()):
             points = [(r["step"], r[loss]) for r in rows if r.get(loss) is not None]
@@ -207,7 +206,6 @@ def plot_loss_curves(logs: dict[str, str | Path], out: Path) -> Path | None:
             ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -226,10 +224,7 @@ def _confusion_panel(ax, matrix: np.ndarray, modalities: list[str], title: str) 
 
 def plot_routing(results: dict[str, dict], out: Path) -> Path | None:
     """Confusion matrices (modality rows x expert columns) of each router: one row per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     panels = {v: [r for r in ("image", "text") if _get(res, "routing", r, "confusion")]
               for v, res in results.items()}
@@ -237,7 +232,8 @@ def plot_routing(results: dict[str, dict], out: Path) -> Path | None:
     if not panels:
         return None
     cols = max(len(r) for r in panels.values())
-    fig, axes = plt.subplots(len(panels), cols, figsize=(4.2 * cols, 3.8 * len(panels)), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 3.8 * len(panels)))
+    axes = fig.subplots(len(panels), cols, squeeze=False)
     for ax_row, (variant, routers) in zip(axes, panels.items()):
         routing = results[variant]["routing"]
         for ax, router in zip(ax_row, routers):
@@ -248,7 +244,6 @@ def plot_routing(results: dict[str, dict], out: Path) -> Path | None:
             ax.axis("off")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
