@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .config import VARIANTS, list_presets, load_config, parse_overrides, variant_of
 from .errors import ConfigError, DataError, ManifestError, TrainingError
+from .options import add_options, given_options
+from .train.args import TrainArgs
 from .eval import DEFAULT_ENSEMBLE, DEFAULT_SCORING, ENSEMBLES, SCORINGS
 
 
@@ -21,19 +23,6 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="tiny", help=f"model preset: {', '.join(list_presets())} (default: tiny)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set num_experts=4 --set swin.embed_dim=32 (repeatable)")
-
-
-def _add_training_options(p: argparse.ArgumentParser, func) -> None:
-    _add_model_options(p)
-    p.add_argument("--batch-size", type=int, help="images per process and micro-batch (default: 32)")
-    p.add_argument("--seed", type=int, help="random seed (default: 0)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: 3e-4)")
-    p.add_argument("--warmup", type=int, help="warm-up steps (default: 50)")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: 200)")
-    p.add_argument("--eval-every", type=int, help="steps between held-out scorings (default: 100)")
-    p.add_argument("--workers", type=int, help="data-loading processes (default: CPUs - 1, at most 4)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=func)
 
 
 def _config(args):
@@ -132,6 +121,35 @@ def cmd_data_shard(args) -> int:
     return 0
 
 
+def cmd_data_prepare(args) -> int:
+    from .data.prepare import prepare
+
+    summary = prepare(args.dataset, args.root, args.out, seed=args.seed)
+    print(f"{args.dataset}: {summary['rows']} rows -> {args.out}")
+    for key in ("per_split", "per_modality", "skipped"):
+        print(f"  {key.replace('per_', '')}: " + (", ".join(f"{k} {v}" for k, v in summary[key].items()) or "none"))
+    _write_json(args.json, summary)
+    return 0
+
+
+def _prepare_epilog() -> str:
+    from .data.prepare import dataset_layouts
+
+    return "expected layout under --root:\n" + "\n".join(f"  {name}: {layout}" for name, layout in dataset_layouts().items())
+
+
+def cmd_data_prepare(args) -> int:
+    from .data.benchmarks import prepare
+
+    summary = prepare(args.dataset, args.root, args.out, seed=args.seed, list_file=args.list,
+                      **({"plane": args.plane, "slice_index": args.slice} if args.dataset.startswith("mrnet") else {}))
+    for warning in summary["warnings"]:
+        print(f"medmoe: warning: {warning}", file=sys.stderr)
+    counts = ", ".join(f"{split} {sum(c.values())}" for split, c in summary["per_split"].items())
+    print(f"wrote {summary['rows']} rows ({counts}) to {args.out}")
+    return 0
+
+
 def cmd_label_modality(args) -> int:
     from .data.labelling import ModalityRules, label_manifest
 
@@ -145,13 +163,8 @@ def cmd_label_modality(args) -> int:
     return 0
 
 
-def _train_args(args):
-    from .train.loop import TrainArgs
-
-    names = ("data", "out", "steps", "batch_size", "seed", "lr", "warmup", "checkpoint_every", "eval_every", "workers",
-             "time_limit", "resume", "accum_steps", "epochs", "val", "gather_local", "sync_bn", "device", "precision")
-    fields = {k: getattr(args, k, None) for k in names}
-    return TrainArgs(**{k: v for k, v in fields.items() if v is not None}, progress=not args.quiet)
+def _train_args(args) -> TrainArgs:
+    return TrainArgs(**given_options(args, TrainArgs))
 
 
 def cmd_train(args) -> int:
@@ -168,54 +181,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """MedSynth -> MedMoE and the static baseline (same seed and steps) -> eval all -> report.md."""
-    from .data.synth import generate
-    from .eval.report import write_report
-    from .eval.run import evaluate, format_task
-    from .model.medmoe import MedMoE
-    from .train.loop import train
+    from .demo import run_demo, synth_manifest
 
-    root = Path(args.out)
-    manifest = root / "medsynth" / "manifest.jsonl"
-    if not manifest.is_file():
-        print(f"generating MedSynth ({args.n} images) in {manifest.parent}")
-        generate(manifest.parent, n=args.n, seed=args.seed or 0, size=_config(args).image_size)
-    args.data, args.resume = str(manifest), None
-    results, logs = {}, {}
-    for variant in args.variants:
-        args.variant, args.out = variant, str(root / variant)
-        print(f"\n[{variant}] training preset {args.preset!r}: {args.steps} steps, at most {args.time_limit} min")
-        train(_config(args), _train_args(args))
-        print(f"[{variant}] evaluating on the test split")
-        model = MedMoE.from_pretrained(args.out)
-        results[variant] = {"model": args.out, "variant": variant, **evaluate(model, manifest, "test", progress=False)}
-        _write_json(root / f"eval_{variant}.json", results[variant])
-        logs[variant] = root / variant / "metrics.jsonl"
-    figures = _demo_attention_figures(MedMoE.from_pretrained(root / args.variants[0]), manifest, root / "report")
-    report = write_report(root / "report", results, logs, figures)
-    for variant, result in results.items():
-        print(f"\n{variant}: zero-shot (test)\n{format_task('zeroshot', result['zeroshot'])}")
-        r = result["retrieval"]
-        print(f"{variant}: retrieval R@1 image->text {r['i2t_r1']:.3f}, text->image {r['t2i_r1']:.3f} "
-              f"(chance {1 / r['n']:.3f}, {r['n']} test pairs)")
-    print(f"\nreport:  {report}\nmodels:  " + ", ".join(str(root / v) for v in args.variants) +
-          "  (MedMoE.from_pretrained(folder))\nlogs:    " + ", ".join(str(p) for p in logs.values()))
+    configs = {v: _config(argparse.Namespace(**{**vars(args), "variant": v})) for v in args.variants}
+    args.data, args.resume = str(synth_manifest(args.out)), None
+    run_demo(configs, _train_args(args), n=args.n)
     return 0
-
-
-def _demo_attention_figures(model, manifest: Path, out: Path) -> list[Path]:
-    """One explain figure per modality: the first test image with a masked finding."""
-    from .data.manifest import read_manifest
-    from .eval.grounding import explain
-
-    figures, seen = [], set()
-    for row in read_manifest(manifest).split("test"):
-        if row.mask is None or row.modality in seen:
-            continue
-        seen.add(row.modality)
-        figures.append(explain(model, row.image, row.report, out / f"attention_{row.modality}.png",
-                               title=f"{row.modality}: {row.labels[0]}")[0])
-    return figures
 
 
 def cmd_eval(args) -> int:
@@ -237,7 +208,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .eval.grounding import explain
+    from .eval.explain import explain
     from .model.medmoe import MedMoE
 
     out, expert = explain(MedMoE.from_pretrained(args.model), args.image, args.report, args.out,
@@ -330,6 +301,36 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--split", metavar="NAME", help="only this split's rows (default: all rows)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_data_shard)
+    q = data_sub.add_parser("prepare", help="write the manifest of a dataset as its publisher ships it",
+                            description="Read DATASET under --root exactly as its publisher distributes it and write "
+                            "MANIFEST (image, report, modality where the source states it, split, dataset). Rows "
+                            "without an image file or with an empty report are skipped and counted.",
+                            epilog=_prepare_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("dataset", metavar="DATASET")
+    q.add_argument("--root", required=True, metavar="DIR", help="the dataset's folder, as downloaded and unpacked")
+    q.add_argument("--out", required=True, metavar="MANIFEST", help="output manifest (.jsonl)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the split where the source has none (default: 0)")
+    q.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    q.set_defaults(func=cmd_data_prepare)
+
+    from .data.benchmarks import DATASETS
+
+    q = data_sub.add_parser("prepare", help="write the manifest of a benchmark dataset from its publisher's layout",
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            description="Write MANIFEST (JSONL: image, report = class name, labels, split, modality, "
+                            "dataset, ...) from a benchmark dataset as its publisher distributes it. Expected layout "
+                            "under --root:\n\n" + "\n".join(f"  {n}: {a.layout}" for n, a in DATASETS.items()))
+    q.add_argument("dataset", choices=list(DATASETS), metavar="DATASET", help=", ".join(DATASETS))
+    q.add_argument("--root", required=True, metavar="DIR", help="the dataset as downloaded and unpacked")
+    q.add_argument("--out", required=True, metavar="MANIFEST", help="manifest to write (.jsonl); derived images "
+                   "(MRNet slices, merged masks) go beside it")
+    q.add_argument("--seed", type=int, default=0, help="seed of the CheXpert 5x200 draw and of patient splits (default: 0)")
+    q.add_argument("--list", metavar="FILE", help="fixed list: chexpert-5x200 selection (UniMed-CLIP's chexpert-5x200.csv); "
+                   "test split of rsna-pneumonia, thyroid-us, breast-us, mrnet-* (UniMed-CLIP's fold-1 test CSVs)")
+    q.add_argument("--plane", default="sagittal", choices=("axial", "coronal", "sagittal"),
+                   help="MRNet plane (default: sagittal)")
+    q.add_argument("--slice", type=int, metavar="N", help="MRNet slice index (default: the middle slice of each exam)")
+    q.set_defaults(func=cmd_data_prepare)
 
     p = sub.add_parser("label-modality", help="fill missing modality labels of a manifest from the report text",
                        description="Write FILE: every row of MANIFEST with 'modality' filled from its report where it "
@@ -349,41 +350,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="pretrain MedMoE on a manifest or webdataset shards",
                        description="Train on the manifest's train split (or on shards), score the val split "
                        "periodically. Data-parallel under torchrun: torchrun --nproc_per_node N -m medmoe train ...")
-    p.add_argument("--data", metavar="DATA", help="JSONL or CSV manifest, or shards: 'OUT/{000000..000099}.tar'")
-    p.add_argument("--out", metavar="RUN", help="run folder (checkpoints, metrics.jsonl)")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint (with RUN's own model configuration)")
-    p.add_argument("--steps", type=int, help="total optimisation steps (default: 1000)")
-    p.add_argument("--time-limit", type=float, metavar="MIN", help="stop (with a checkpoint) after MIN minutes")
     p.add_argument("--variant", default="medmoe", choices=list(VARIANTS),
                    help="medmoe (default), or a baseline: static (one multi-scale head), single-scale "
                    "(stage-3 features only), soft-moe (all experts, router-weighted)")
-    _add_training_options(p, cmd_train)
-    p.add_argument("--accum-steps", type=int, metavar="A",
-                   help="micro-batches of --batch-size per process and step; the loss sees all A x batch "
-                   "samples as negatives (feature caching; default: 1)")
-    p.add_argument("--epochs", type=float, help="train this many epochs (overrides --steps)")
-    p.add_argument("--val", metavar="MANIFEST", help="held-out manifest scored during training (default: the "
-                   "val split of --data; needed to score a run on shards)")
-    p.add_argument("--gather-local", action="store_true", default=None,
-                   help="under torchrun, score the local loss against every process's samples (default: per process)")
-    p.add_argument("--no-sync-bn", dest="sync_bn", action="store_false", default=None,
-                   help="under torchrun, normalise the experts per process instead of over the global batch")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: cuda when available")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"],
-                   help="default: bf16 autocast on GPU (TF32 on), fp32 on CPU")
+    _add_model_options(p)
+    add_options(p, TrainArgs)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="MedSynth, MedMoE vs the static baseline, evaluation and report.md",
                        description="Generate MedSynth, train MedMoE and the static baseline with the same seed and "
                        "steps (each time-boxed), evaluate both on the test split and write report.md.")
     p.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
     p.add_argument("--n", type=int, default=3000, help="MedSynth images (default: 3000)")
-    p.add_argument("--steps", type=int, default=240, help="training steps of each model (default: 240)")
-    p.add_argument("--minutes", dest="time_limit", type=float, default=8.0,
-                   help="safety time box of each training in minutes (default: 8)")
     p.add_argument("--variants", nargs="+", default=["medmoe", "static"], choices=list(VARIANTS),
                    help="models to train and compare (default: medmoe static)")
-    _add_training_options(p, cmd_demo)
-    p.set_defaults(preset="small", resume=None)
+    _add_model_options(p)
+    add_options(p, TrainArgs, skip=("data", "out", "resume", "val"), defaults={"steps": 240, "time_limit": 8.0},
+                flags={"time_limit": "--minutes"})  # each model's steps and time box
+    p.set_defaults(func=cmd_demo, preset="small", resume=None)
 
     p = sub.add_parser("eval", help="evaluate a trained model (zero-shot, retrieval, probing, routing, grounding)",
                        description="Evaluate a model folder or training run on a manifest split; prints tables, "
