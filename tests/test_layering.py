@@ -6,7 +6,7 @@ import medmoe
 
 PACKAGE = Path(medmoe.__file__).parent
 # layer of each top-level module or subpackage; a module may import its own layer and those below
-LAYERS = {"errors": 0, "files": 0, "runs": 0, "seeding": 0, "config": 0, "precision": 0,
+LAYERS = {"errors": 0, "files": 0, "runs": 0, "seeding": 0, "options": 0, "config": 0, "precision": 0,
           "model": 1, "data": 1, "losses": 1, "distributed": 1, "hub": 1,
           "train": 2, "eval": 2, "classify": 2, "export": 2,
           "cli": 3, "__main__": 3, "app": 3}

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -23,6 +24,15 @@ def test_presets_and_overrides():
 def test_bad_config_values_are_config_errors(bad):
     with pytest.raises(ConfigError):
         load_config("tiny", **bad)
+
+
+@pytest.mark.parametrize("field, value, annotation", [
+    ("scales", [1, "2"], "list[int]"), ("scales", [True, 2], "list[int]"), ("modalities", ["xray", 3], "list[str]"),
+    ("grid", "4", "int | None"), ("embed_dim", 32.0, "int"), ("temp1", True, "float")])
+def test_config_types_are_checked_inside_generic_annotations(field, value, annotation):
+    with pytest.raises(ConfigError, match=re.escape(f"'{field}' must be {annotation} (got")):
+        load_config("tiny", **{field: value})
+    assert load_config("tiny", grid=None, temp1=4, modalities=["xray", "ct"]).temp1 == 4  # an int is a float
 
 
 def test_save_load_round_trip_is_bit_exact(tmp_path):

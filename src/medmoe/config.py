@@ -6,7 +6,10 @@ through the same code, so every field below is settable from Python and from the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -27,12 +30,12 @@ class MedMoEConfig:
     num_experts: int = 6  # K
     moe: bool = True  # False: one static multi-scale head and no router (baseline)
     dispatch: str = "top1"  # top1: hard routing (the paper); soft: all experts weighted by the router
-    scales: list = field(default_factory=lambda: [1, 2, 3, 4])  # pyramid levels the experts fuse
+    scales: list[int] = field(default_factory=lambda: [1, 2, 3, 4])  # pyramid levels the experts fuse
     scale_attn_dim: int = 96  # hidden width of each expert's cross-scale attention scorer
     router_hidden: int = 256  # hidden width of W1 in alpha = softmax(W2 ReLU(W1 t))
     routing: str = "text"  # which router drives dispatch in training: text | label | image
     global_source: str = "expert"  # v_g from the routed expert's pooled map (authors' code) or "backbone" (pooled F4)
-    modalities: list = field(default_factory=lambda: ["xray", "ct", "mri", "ultrasound"])
+    modalities: list[str] = field(default_factory=lambda: ["xray", "ct", "mri", "ultrasound"])
     # text side (DESIGN 1.4)
     text_model: str = "emilyalsentzer/Bio_ClinicalBERT"  # hub id, local dir, or "minilm"
     text_pretrained: bool = False  # load text weights from text_model (else: architecture only)
@@ -50,8 +53,10 @@ class MedMoEConfig:
     w_aux: float = 1.0  # lambda in L_total = L_global + L_local + lambda * L_aux (Eq. 4.6)
 
     def __post_init__(self):
+        hints = _field_types(type(self))
         for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), f.type)
+            if not _matches(getattr(self, f.name), hints[f.name]):
+                raise ConfigError(f"config field {f.name!r} must be {f.type} (got {getattr(self, f.name)!r})")
         if self.routing not in ("text", "label", "image"):
             raise ConfigError(f"routing must be one of text, label, image (got {self.routing!r})")
         if self.global_source not in ("expert", "backbone"):
@@ -83,15 +88,26 @@ class MedMoEConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,), "list": (list,),
-          "None": (type(None),)}
+@functools.cache
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
-def _check_type(name: str, value: Any, annotation: str) -> None:
-    names = [t.strip() for t in annotation.split("|")]
-    ok = isinstance(value, tuple(c for t in names for c in _TYPES[t]))
-    if not ok or (isinstance(value, bool) and "bool" not in names):
-        raise ConfigError(f"config field {name!r} must be {annotation} (got {value!r})")
+def _matches(value: Any, annotation: Any) -> bool:
+    """``isinstance`` for annotations such as ``int | None``, ``list[int]``, ``dict[str, Any]``; a
+    bool is no int, an int is a float (JSON writes 1.0 as 1)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    if annotation in (int, float):
+        return isinstance(value, (int, annotation)) and not isinstance(value, bool)
+    return isinstance(value, annotation)
 
 
 # Baselines trained by the same trainer (``medmoe train --variant NAME``): overrides on any preset.

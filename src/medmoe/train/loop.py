@@ -19,9 +19,7 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,37 +32,11 @@ from ..errors import ConfigError, ManifestError, TrainingError
 from ..losses import MedMoELoss
 from ..runs import latest_checkpoint
 from ..seeding import derive_seed
+from .args import TrainArgs
 from .checkpoint import load_checkpoint, save_checkpoint
 from .step import forward_backward, split_batch
 
 MAX_NONFINITE = 10  # consecutive non-finite steps before the run stops
-
-
-@dataclass
-class TrainArgs:
-    data: str
-    out: str
-    steps: int = 1000
-    batch_size: int = 32
-    seed: int = 0
-    lr: float = 3e-4
-    weight_decay: float = 0.05
-    warmup: int = 50
-    clip_grad: float = 1.0
-    checkpoint_every: int = 200
-    eval_every: int = 100
-    log_every: int = 10
-    workers: int = max(1, min(4, (os.cpu_count() or 2) - 1))
-    time_limit: float | None = None  # minutes; stops early (with a checkpoint) when reached
-    resume: str | None = None
-    progress: bool = True
-    accum_steps: int = 1  # micro-batches of batch_size per rank and step (feature caching)
-    epochs: float | None = None  # overrides steps: epochs x steps per epoch
-    val: str | None = None  # manifest for held-out scoring (default: the training manifest's val split)
-    gather_local: bool = False  # local loss against every rank's samples (default: per rank)
-    sync_bn: bool = True  # expert batch norm over the global batch under DDP
-    device: str = "auto"  # auto (cuda if available), cpu, cuda
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bf16, fp32
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
