@@ -1,7 +1,7 @@
 """Manifests: JSONL or CSV tables of image-report pairs (paths relative to the manifest).
 
-Columns: ``image``, ``report`` (required); ``modality``, ``split``, ``labels``, ``mask``
-(optional). Bad rows never stop a run: each is skipped with its row number and reason.
+Columns: ``image``, ``report`` (required); ``modality``, ``split``, ``labels``, ``mask``, ``dataset``
+(optional; ``dataset`` names the benchmark a row belongs to, ``medmoe.data.benchmarks``). Bad rows never stop a run: each is skipped with its row number and reason.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class Row:
     split: str | None = None
     labels: list = field(default_factory=list)
     mask: Path | None = None
+    dataset: str | None = None
 
 
 @dataclass
@@ -109,7 +110,7 @@ def _parse(rec: dict, n: int, root: Path, decode: bool) -> Row:
         load_image(path)
     mask = rec.get("mask")
     return Row(n, path, report, modality, (str(rec.get("split") or "").strip() or None), _labels(rec.get("labels")),
-               (root / mask).resolve() if mask else None)
+               (root / mask).resolve() if mask else None, str(rec.get("dataset") or "").strip() or None)
 
 
 def read_manifest(path: str | Path, decode: bool = False) -> Manifest:
