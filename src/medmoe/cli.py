@@ -124,7 +124,16 @@ def cmd_data_shard(args) -> int:
 def cmd_data_prepare(args) -> int:
     from .data.prepare import prepare
 
-    summary = prepare(args.dataset, args.root, args.out, seed=args.seed)
+    options = {k: v for k, v in {"list_file": args.list, "plane": args.plane, "slice_index": args.slice}.items()
+               if v is not None}
+    if options:
+        from .data.benchmarks import DATASETS
+
+        if args.dataset not in DATASETS:
+            raise ConfigError(f"--list, --plane and --slice apply to the benchmark datasets ({', '.join(DATASETS)})")
+    summary = prepare(args.dataset, args.root, args.out, seed=args.seed, **options)
+    for warning in summary.get("warnings", []):
+        print(f"medmoe: warning: {warning}", file=sys.stderr)
     print(f"{args.dataset}: {summary['rows']} rows -> {args.out}")
     for key in ("per_split", "per_modality", "skipped"):
         print(f"  {key.replace('per_', '')}: " + (", ".join(f"{k} {v}" for k, v in summary[key].items()) or "none"))
@@ -136,18 +145,6 @@ def _prepare_epilog() -> str:
     from .data.prepare import dataset_layouts
 
     return "expected layout under --root:\n" + "\n".join(f"  {name}: {layout}" for name, layout in dataset_layouts().items())
-
-
-def cmd_data_prepare(args) -> int:
-    from .data.benchmarks import prepare
-
-    summary = prepare(args.dataset, args.root, args.out, seed=args.seed, list_file=args.list,
-                      **({"plane": args.plane, "slice_index": args.slice} if args.dataset.startswith("mrnet") else {}))
-    for warning in summary["warnings"]:
-        print(f"medmoe: warning: {warning}", file=sys.stderr)
-    counts = ", ".join(f"{split} {sum(c.values())}" for split, c in summary["per_split"].items())
-    print(f"wrote {summary['rows']} rows ({counts}) to {args.out}")
-    return 0
 
 
 def cmd_label_modality(args) -> int:
@@ -310,26 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--root", required=True, metavar="DIR", help="the dataset's folder, as downloaded and unpacked")
     q.add_argument("--out", required=True, metavar="MANIFEST", help="output manifest (.jsonl)")
     q.add_argument("--seed", type=int, default=0, help="seed of the split where the source has none (default: 0)")
+    q.add_argument("--list", metavar="FILE", help="benchmarks: a fixed list; the chexpert-5x200 selection "
+                   "(UniMed-CLIP's chexpert-5x200.csv) or the test split of rsna-pneumonia, thyroid-us, breast-us and "
+                   "mrnet-* (RadImageNet's/UniMed-CLIP's fold-1 test CSVs)")
+    q.add_argument("--plane", choices=("axial", "coronal", "sagittal"), help="mrnet-*: the plane (default: sagittal)")
+    q.add_argument("--slice", type=int, metavar="N", help="mrnet-*: the slice index (default: each exam's middle slice)")
     q.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
-    q.set_defaults(func=cmd_data_prepare)
-
-    from .data.benchmarks import DATASETS
-
-    q = data_sub.add_parser("prepare", help="write the manifest of a benchmark dataset from its publisher's layout",
-                            formatter_class=argparse.RawDescriptionHelpFormatter,
-                            description="Write MANIFEST (JSONL: image, report = class name, labels, split, modality, "
-                            "dataset, ...) from a benchmark dataset as its publisher distributes it. Expected layout "
-                            "under --root:\n\n" + "\n".join(f"  {n}: {a.layout}" for n, a in DATASETS.items()))
-    q.add_argument("dataset", choices=list(DATASETS), metavar="DATASET", help=", ".join(DATASETS))
-    q.add_argument("--root", required=True, metavar="DIR", help="the dataset as downloaded and unpacked")
-    q.add_argument("--out", required=True, metavar="MANIFEST", help="manifest to write (.jsonl); derived images "
-                   "(MRNet slices, merged masks) go beside it")
-    q.add_argument("--seed", type=int, default=0, help="seed of the CheXpert 5x200 draw and of patient splits (default: 0)")
-    q.add_argument("--list", metavar="FILE", help="fixed list: chexpert-5x200 selection (UniMed-CLIP's chexpert-5x200.csv); "
-                   "test split of rsna-pneumonia, thyroid-us, breast-us, mrnet-* (UniMed-CLIP's fold-1 test CSVs)")
-    q.add_argument("--plane", default="sagittal", choices=("axial", "coronal", "sagittal"),
-                   help="MRNet plane (default: sagittal)")
-    q.add_argument("--slice", type=int, metavar="N", help="MRNet slice index (default: the middle slice of each exam)")
     q.set_defaults(func=cmd_data_prepare)
 
     p = sub.add_parser("label-modality", help="fill missing modality labels of a manifest from the report text",

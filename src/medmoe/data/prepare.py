@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-REGISTRIES = ("medmoe.data.corpora",)
+REGISTRIES = ("medmoe.data.corpora", "medmoe.data.benchmarks")
 
 
 def _registry(name: str):
