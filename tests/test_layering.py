@@ -9,7 +9,7 @@ PACKAGE = Path(medmoe.__file__).parent
 LAYERS = {"errors": 0, "files": 0, "runs": 0, "seeding": 0, "options": 0, "config": 0, "precision": 0,
           "model": 1, "data": 1, "losses": 1, "distributed": 1, "hub": 1,
           "train": 2, "eval": 2, "classify": 2, "export": 2,
-          "cli": 3, "__main__": 3, "app": 3}
+          "cli": 3, "__main__": 3, "app": 3, "demo": 3}
 # the one way up: MedMoE.classify delegates to the module that implements it (zero-shot scoring is eval's)
 FACADES = {("medmoe.model.medmoe", "medmoe.classify")}
 

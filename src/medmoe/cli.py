@@ -17,6 +17,7 @@ from .errors import ConfigError, DataError, ManifestError, TrainingError
 from .options import add_options, given_options
 from .train.args import TrainArgs
 from .eval import DEFAULT_ENSEMBLE, DEFAULT_SCORING, ENSEMBLES, SCORINGS
+from .data.labelling import FILL_PROBABILITY, OVERRIDE_PROBABILITY
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -150,12 +151,21 @@ def _prepare_epilog() -> str:
 def cmd_label_modality(args) -> int:
     from .data.labelling import ModalityRules, label_manifest
 
-    counts = label_manifest(args.manifest, args.out, ModalityRules.load(args.rules), overwrite=args.overwrite)
+    counts = label_manifest(args.manifest, args.out, ModalityRules.load(args.rules), overwrite=args.overwrite,
+                            images=args.images, fill_probability=args.fill_probability,
+                            override_probability=args.override_probability)
     print(f"{args.manifest}: {counts['rows']} rows -> {args.out}")
     for modality, count in counts["per_modality"].items():
         print(f"  {modality:<12} {count}")
     print(f"given {counts['given']}, filled from the report {counts['from_report']}, unknown {counts['unknown']}"
           + (f", unparseable (copied as is) {counts['unparseable']}" if counts["unparseable"] else ""))
+    if args.images:
+        sources, classifier = counts["modality_source"], counts["image_classifier"]
+        print(f"with images: from DICOM tags {sources['dicom']}, from the image {sources['image']}, "
+              f"text contradicted by the image {len(counts['disagreements'])} "
+              f"(overridden {sum(d['overridden'] for d in counts['disagreements'])})")
+        print(f"image classifier: out-of-fold accuracy {classifier['cv_accuracy']} on {sum(classifier['trained_on'].values())} "
+              "labelled rows" if classifier["trained"] else f"image classifier not trained: {classifier['reason']}")
     _write_json(args.json, counts)
     return 0
 
@@ -318,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label-modality", help="fill missing modality labels of a manifest from the report text",
                        description="Write FILE: every row of MANIFEST with 'modality' filled from its report where it "
                        "is missing (weighted cue rules, see medmoe/data/modality_rules.json; left empty when the report "
-                       "is undecided) and 'modality_source' (given, report or unknown). Images are not read.")
+                       "is undecided) and 'modality_source' (given, dicom, report, image or unknown). Images are read "
+                       "only with --images.")
     p.add_argument("manifest", help="JSONL or CSV manifest")
     p.add_argument("--out", required=True, metavar="FILE", help="output manifest (.jsonl, .json or .csv); relative "
                    "image/mask paths are rewritten if it is in another folder")
@@ -326,8 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON rules extending/overriding the built-in ones (repeatable)")
     p.add_argument("--overwrite", action="store_true",
                    help="label rows that already have a modality too (an undecided report keeps the given one)")
-    p.add_argument("--json", metavar="FILE",
-                   help='write {"rows", "given", "from_report", "unknown", "unparseable", "per_modality"} as JSON')
+    p.add_argument("--images", action="store_true",
+                   help="also read the images: DICOM Modality tags, then a small image classifier trained on the rows "
+                   "labelled so far labels the rows still unknown and questions the text (disagreements in --json)")
+    p.add_argument("--fill-probability", type=float, default=FILL_PROBABILITY, metavar="P",
+                   help=f"with --images, label an unknown row from its image at this probability or more "
+                   f"(default: {FILL_PROBABILITY})")
+    p.add_argument("--override-probability", type=float, default=OVERRIDE_PROBABILITY, metavar="P",
+                   help=f"with --images, replace a text label the image contradicts at this probability or more "
+                   f"(default: {OVERRIDE_PROBABILITY})")
+    p.add_argument("--json", metavar="FILE", help='write the counts (and, with --images, "image_classifier" and '
+                   '"disagreements": row, text label, image label, probability) as JSON')
     p.set_defaults(func=cmd_label_modality)
 
     p = sub.add_parser("train", help="pretrain MedMoE on a manifest or webdataset shards",

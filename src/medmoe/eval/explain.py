@@ -4,7 +4,8 @@ MedMoE (arXiv 2506.08356), Figure 3, shows a medical image next to the attention
 single report words, overlaid on the image, with the expert the router chose. ``explain_figure``
 draws the same picture for one image: the image alone, then one panel per word for the words
 whose attention is most peaked (highest maximum over the grid), each map upsampled
-bilinearly to the image size and overlaid with the "jet" colormap.
+bilinearly to the image size and overlaid with the "jet" colormap. ``explain`` draws it for an
+image file and its report, with the attention of the expert the report router chose.
 
 matplotlib is imported inside ``explain_figure``, so importing this module stays light; the figure is a
 ``matplotlib.figure.Figure`` (no pyplot state, the caller's backend untouched).
@@ -17,6 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..data.io import load_image
+from ..data.transforms import to_model_input, to_model_view
+from .grounding import report_attention
 
 STOP_WORDS = frozenset({
     "a", "an", "and", "are", "as", "at", "be", "by", "for", "in", "is", "it", "its", "no", "not",
@@ -113,3 +118,15 @@ def explain_figure(image, tokens: list[str], attention, out, expert=None, title:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     return out
+
+
+def explain(model, image_path, report: str, out, title: str | None = None):
+    """Figure 3 for one image file and its report: each word's attention overlaid, the expert the
+    report router chose named. Returns (png path, expert or None)."""
+    image = load_image(image_path)
+    size = model.config.image_size
+    routed, text, attention = report_attention(model, to_model_input(image, size)[None], [report])
+    expert = int(routed.expert[0]) if routed.router_logits is not None else None
+    png = explain_figure(to_model_view(image, size).numpy(), text.tokens[0], attention[0, : int(text.lengths[0])],
+                         out, expert=expert, title=title)
+    return png, expert

@@ -73,17 +73,3 @@ def _summary(values: list[tuple[float, float, float]]) -> dict:
     hit, mass, area = np.array(values).mean(0)
     return {"pointing_game": float(hit), "attention_in_mask": float(mass), "uniform_pointing_game": float(area),
             "uniform_attention_in_mask": float(area), "n_words": len(values)}
-
-
-def explain(model, image_path, report: str, out, title: str | None = None):
-    """Figure 3 for one image file and its report: each word's attention overlaid, the expert the
-    report router chose named. Returns (png path, expert or None)."""
-    from .explain import explain_figure
-
-    image = load_image(image_path)
-    size = model.config.image_size
-    routed, text, attention = report_attention(model, to_model_input(image, size)[None], [report])
-    expert = int(routed.expert[0]) if routed.router_logits is not None else None
-    png = explain_figure(to_model_view(image, size).numpy(), text.tokens[0], attention[0, : int(text.lengths[0])],
-                         out, expert=expert, title=title)
-    return png, expert

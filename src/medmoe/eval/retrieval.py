@@ -17,3 +17,12 @@ def recall_at_k(image_emb: torch.Tensor, text_emb: torch.Tensor, ks=(1, 5, 10)) 
         out[f"i2t_r{k}"] = (i2t_rank < k).float().mean().item()
         out[f"t2i_r{k}"] = (t2i_rank < k).float().mean().item()
     return out
+
+
+def retrieval_scores(emb) -> dict:
+    """Recall@K of embedded rows (``embed_rows``), overall and within each modality."""
+    out = {**recall_at_k(emb.image, emb.text), "n": len(emb), "per_modality": {}}
+    for modality in sorted({r.modality for r in emb.rows if r.modality}):
+        idx = [i for i, r in enumerate(emb.rows) if r.modality == modality]
+        out["per_modality"][modality] = {**recall_at_k(emb.image[idx], emb.text[idx]), "n": len(idx)}
+    return out

@@ -8,20 +8,12 @@ from ..errors import ManifestError
 from .embed import embed_rows
 from .grounding import grounding_scores
 from .probe import linear_probe_scores
-from .retrieval import recall_at_k
+from .retrieval import retrieval_scores
 from .routing import routing_scores
 from . import DEFAULT_ENSEMBLE, DEFAULT_SCORING
 from .zeroshot import embed_prompts, load_prompts, zeroshot_scores
 
 TASKS = ("zeroshot", "retrieval", "linear-probe", "routing", "grounding")
-
-
-def retrieval_scores(emb) -> dict:
-    out = {**recall_at_k(emb.image, emb.text), "n": len(emb), "per_modality": {}}
-    for modality in sorted({r.modality for r in emb.rows if r.modality}):
-        idx = [i for i, r in enumerate(emb.rows) if r.modality == modality]
-        out["per_modality"][modality] = {**recall_at_k(emb.image[idx], emb.text[idx]), "n": len(idx)}
-    return out
 
 
 def evaluate(model, manifest: str | Path, split: str = "test", tasks=TASKS, prompts: str | Path | None = None,
