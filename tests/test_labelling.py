@@ -1,7 +1,9 @@
 import csv
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from medmoe.cli import main
 from medmoe.errors import ConfigError
@@ -149,7 +151,8 @@ def test_label_manifest_jsonl_in_place(tmp_path):
     manifest = _jsonl(tmp_path / "m.jsonl", ROWS)
     counts = label_manifest(manifest, tmp_path / "labelled.jsonl", ModalityRules.load())
     assert counts == {"rows": 5, "given": 1, "from_report": 2, "unknown": 1, "unparseable": 1,
-                      "per_modality": {"xray": 1, "ct": 1, "mri": 1, "unknown": 1}}
+                      "per_modality": {"xray": 1, "ct": 1, "mri": 1, "unknown": 1},
+                      "modality_source": {"given": 1, "dicom": 0, "report": 2, "image": 0, "unknown": 1}}
     lines = (tmp_path / "labelled.jsonl").read_text().splitlines()
     assert lines[2] == '{"image": "img/x.png", "report": '  # copied through unchanged
     out = [json.loads(line) for i, line in enumerate(lines) if i != 2]
@@ -220,3 +223,125 @@ def test_cli_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "r.json" in err and "invalid regex" in err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+# Chest radiograph reports as IU X-ray / MIMIC-CXR write them (written for these tests): most never
+# name the modality. And the traps: CT, MRI and ultrasound reports that share their findings.
+CHEST_REPORTS = [
+    "The heart is normal in size. The mediastinum is unremarkable. The lungs are clear.",
+    "Heart size and mediastinal contour are within normal limits. No focal airspace consolidation, pleural "
+    "effusion, or pneumothorax. No acute bony abnormality.",
+    "PA and lateral views of the chest were obtained. Lung volumes are low. There is no focal consolidation, "
+    "pleural effusion or pneumothorax. The costophrenic angles are sharp.",
+    "Portable AP upright view of the chest. Left-sided PICC terminates in the lower SVC. Mild pulmonary vascular "
+    "congestion. No pneumothorax.",
+    "Stable cardiomegaly. Hyperexpanded lungs with flattening of the hemidiaphragms, consistent with emphysema.",
+    "Right lower lobe opacity concerning for pneumonia. Small right pleural effusion.",
+    "Normal chest.",
+    "No active disease.",
+    "Low lung volumes with bronchovascular crowding. No focal consolidation.",
+    "Left basilar atelectasis. Tortuous aorta. Trachea is midline.",
+    "Heart size is upper limits of normal. There is mild bibasilar atelectasis. Median sternotomy wires are intact.",
+    "Lungs are hyperexpanded. No infiltrates. Heart and mediastinum normal.",
+    "Interstitial markings are diffusely prominent. No pleural effusion.",
+    "Calcified aortic knob. Single frontal view of the chest shows no acute process.",
+]
+TRAPS = [  # (report, its modality, or None where the text alone cannot tell)
+    ("Lung windows demonstrate no consolidation, pleural effusion or pneumothorax. No mediastinal "
+     "lymphadenopathy.", "ct"),
+    ("Bilateral ground-glass opacities with a peripheral distribution, consistent with viral pneumonia.", "ct"),
+    ("Centrilobular emphysema. Calcified granuloma in the left upper lobe. No pleural effusion.", "ct"),
+    ("Axial contrast-enhanced images show a small right pleural effusion with adjacent atelectasis.", None),
+    ("Hypoattenuating lesion in the right hepatic lobe. Small bilateral pleural effusions and bibasilar "
+     "atelectasis.", None),
+    ("Cardiac MRI: normal left ventricular size and function. No late gadolinium enhancement. Small pleural "
+     "effusion.", "mri"),
+    ("T2 hyperintense signal in the thoracic spinal cord. Heart size is normal.", "mri"),
+    ("Lung ultrasound: multiple B-lines bilaterally, small anechoic pleural effusion, lung sliding present.",
+     "ultrasound"),
+    ("Pleural effusion measuring 3 cm in depth, anechoic with no septations.", "ultrasound"),
+]
+
+
+@pytest.mark.parametrize("text", CHEST_REPORTS)
+def test_chest_radiograph_reports_are_xray(text, rules):
+    modality, scores = rules.label_report(text)
+    assert modality == "xray", scores
+
+
+@pytest.mark.parametrize("text, expected", TRAPS)
+def test_ct_mri_ultrasound_traps_are_never_xray(text, expected, rules):
+    modality, scores = rules.label_report(text)
+    assert modality in (expected, None), scores  # right, or undecided; never another modality
+
+
+# ----------------------------------------------------------------------------- --images
+
+def _picture(kind, rng):
+    """A tiny 'modality': a bright chest-like field (xray) or a disc of body in black air (ct)."""
+    y, x = np.mgrid[:48, :48]
+    if kind == "xray":
+        image = 0.55 + 0.3 * np.cos((x - 24) / 9.0) * (y / 48)
+    else:
+        image = np.where((x - 24) ** 2 + (y - 24) ** 2 < 18 ** 2, 0.45, 0.0)
+    return np.clip(image + rng.normal(0, 0.05, image.shape), 0, 1)
+
+
+def _image_manifest(tmp_path, rows):
+    """rows: (picture kind or a path, report) -> manifest.jsonl with PNGs under img/."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    lines = []
+    for n, (kind, report) in enumerate(rows):
+        if kind in ("xray", "ct"):
+            Image.fromarray((_picture(kind, rng) * 255).astype(np.uint8)).save(tmp_path / "img" / f"{n}.png")
+            lines.append({"image": f"img/{n}.png", "report": report})
+        else:
+            lines.append({"image": str(kind), "report": report})
+    return _jsonl(tmp_path / "m.jsonl", lines, broken=False)
+
+
+@pytest.mark.slow  # fits scikit-learn twice and reads a DICOM: seconds on a busy machine
+def test_images_fill_unknown_rows_override_contradictions_and_read_dicom_tags(tmp_path):
+    import pydicom.data
+
+    rows = ([("xray", "PA chest radiograph: clear lungs.")] * 12 + [("ct", "Axial CT: normal.")] * 12
+            + [("xray", "Stable appearance."), ("ct", "Stable appearance."),  # unknown text: the image decides
+               ("xray", "CT of the abdomen: unremarkable."),  # the text contradicts a clear x-ray picture
+               (pydicom.data.get_testdata_file("MR_small.dcm"), "Stable appearance."),  # DICOM Modality MR
+               (tmp_path / "missing.png", "No change.")])
+    manifest = _image_manifest(tmp_path, rows)
+    counts = label_manifest(manifest, tmp_path / "o.jsonl", images=True, override_probability=0.9)
+    out = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [(r["modality"], r["modality_source"]) for r in out[24:]] == [
+        ("xray", "image"), ("ct", "image"), ("xray", "image"), ("mri", "dicom"), ("", "unknown")]
+    assert counts["modality_source"] == {"given": 0, "dicom": 1, "report": 24, "image": 3, "unknown": 1}
+    classifier = counts["image_classifier"]
+    assert classifier["trained"] and classifier["trained_on"] == {"ct": 13, "xray": 12}
+    assert classifier["unreadable_images"] == 1 and classifier["cv_accuracy"] >= 0.9
+    contradiction = [d for d in counts["disagreements"] if d["row"] == 27]
+    assert contradiction and contradiction[0]["text_label"] == "ct" and contradiction[0]["image_label"] == "xray"
+    assert contradiction[0]["overridden"] and contradiction[0]["probability"] >= 0.9
+    assert counts["per_modality"]["unknown"] == 1
+
+
+def test_images_need_two_labelled_modalities(tmp_path, capsys):
+    rows = [("xray", "PA chest radiograph: clear lungs.")] * 6 + [("ct", "Stable appearance.")]
+    manifest = _image_manifest(tmp_path, rows)
+    out, summary = tmp_path / "o.jsonl", tmp_path / "s.json"
+    assert main(["label-modality", str(manifest), "--out", str(out), "--images", "--json", str(summary)]) == 0
+    assert "image classifier not trained" in capsys.readouterr().out
+    counts = json.loads(summary.read_text())
+    assert not counts["image_classifier"]["trained"] and counts["modality_source"]["unknown"] == 1
+
+
+def test_cli_images_prints_sources(tmp_path, capsys):
+    rows = [("xray", "PA chest radiograph: clear lungs.")] * 6 + [("ct", "Axial CT: normal.")] * 6 + [
+        ("ct", "Stable appearance.")]
+    manifest = _image_manifest(tmp_path, rows)
+    assert main(["label-modality", str(manifest), "--out", str(tmp_path / "o.jsonl"), "--images"]) == 0
+    printed = capsys.readouterr().out
+    assert "with images: from DICOM tags 0, from the image 1" in printed and "out-of-fold accuracy" in printed
+    assert main(["label-modality", str(manifest), "--out", str(tmp_path / "o.jsonl"), "--images",
+                 "--fill-probability", "1.5"]) == 2
+    assert "probabilities must be in (0, 1]" in capsys.readouterr().err

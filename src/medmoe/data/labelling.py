@@ -228,28 +228,42 @@ def _write_records(path, as_csv: bool, columns: list[str], records: list[_Record
                     f.write((r.raw if isinstance(r.raw, str) else _csv_line(r.raw)) + "\n")
 
 
-def label_manifest(manifest, out, rules: ModalityRules | None = None, overwrite: bool = False) -> dict:
+FILL_PROBABILITY = 0.9  # the image classifier labels a row the text leaves unknown at this probability or more
+OVERRIDE_PROBABILITY = 0.99  # ... and replaces a text label it contradicts at this probability or more
+
+
+def label_manifest(manifest, out, rules: ModalityRules | None = None, overwrite: bool = False, images: bool = False,
+                   fill_probability: float = FILL_PROBABILITY, override_probability: float = OVERRIDE_PROBABILITY,
+                   seed: int = 0) -> dict:
     """Write ``out`` (JSONL for .jsonl/.json, CSV for .csv): every row of ``manifest`` with ``modality``
-    filled from the report where missing (empty when undecided) and ``modality_source`` = given,
-    report or unknown. A valid given modality is kept (normalised) unless ``overwrite``; with
+    filled where missing (empty when undecided) and ``modality_source`` = given, dicom, report,
+    image or unknown. A valid given modality is kept (normalised) unless ``overwrite``; with
     ``overwrite`` an undecided report still keeps its given one. Relative image/mask paths are
     rewritten when ``out`` is in another folder; unparseable rows are copied through unchanged.
-    Returns {"rows", "given", "from_report", "unknown", "unparseable", "per_modality"}.
+
+    ``images=True`` also reads the images: a DICOM file's Modality tag labels a row without a given
+    modality (``dicom``, before the report); then an image classifier (``medmoe.data.image_modality``), trained on
+    the rows labelled so far, labels the rows still unknown when its probability is at least
+    ``fill_probability`` (``image``), and replaces a text label it contradicts with probability at
+    least ``override_probability``. Every contradiction is listed in ``disagreements``.
+
+    Returns {"rows", "given", "from_report", "unknown", "unparseable", "per_modality",
+    "modality_source": {given, dicom, report, image, unknown}} and, with ``images``,
+    "image_classifier" and "disagreements" [{row, image, text_label, image_label, probability, overridden}].
     """
     manifest, out = Path(manifest), Path(out)
     if not manifest.is_file():
         raise ManifestError(f"manifest not found: {manifest}")
     if out.suffix.lower() not in (".jsonl", ".json", ".csv"):
         raise ConfigError(f"output must end with .jsonl, .json or .csv: {out}")
+    if not 0 < fill_probability <= 1 or not 0 < override_probability <= 1:
+        raise ConfigError("fill and override probabilities must be in (0, 1]")
     rules = rules or ModalityRules.load()
     columns, records = _read(manifest)
     columns += [c for c in ("modality", "modality_source") if c not in columns]
     src, dst = manifest.parent.resolve(), out.parent.resolve()
-    sources, modalities = Counter(), Counter()
-    for r in records:
-        if r.data is None:
-            sources["unparseable"] += 1
-            continue
+    labelled = [r for r in records if r.data is not None]
+    for r in labelled:
         given = normalise_modality(r.data.get("modality"))
         modality, source = given, "given"
         if given is None or overwrite:
@@ -259,13 +273,68 @@ def label_manifest(manifest, out, rules: ModalityRules | None = None, overwrite:
             elif given is None:
                 source = "unknown"
         r.data["modality"], r.data["modality_source"] = modality or "", source
+    summary = _image_stage(records, src, fill_probability, override_probability, seed) if images else {}
+    sources, modalities = Counter(r.data["modality_source"] for r in labelled), Counter()
+    for r in labelled:
         for key in ("image", "mask"):
             if key in r.data:
                 r.data[key] = _rebase(r.data[key], src, dst)
-        sources[source] += 1
-        modalities[modality or "unknown"] += 1
+        modalities[r.data["modality"] or "unknown"] += 1
     _write(out, columns, records)
     per_modality = {m: modalities[m] for m in SPELLINGS if modalities[m]}
     return {"rows": len(records), "given": sources["given"], "from_report": sources["report"],
-            "unknown": sources["unknown"], "unparseable": sources["unparseable"],
-            "per_modality": {**per_modality, "unknown": modalities["unknown"]}}
+            "unknown": sources["unknown"], "unparseable": len(records) - len(labelled),
+            "per_modality": {**per_modality, "unknown": modalities["unknown"]},
+            "modality_source": {k: sources[k] for k in ("given", "dicom", "report", "image", "unknown")}, **summary}
+
+
+def _image_stage(records: list[_Record], folder: Path, fill: float, override: float, seed: int) -> dict:
+    """DICOM tags, then the image classifier, on the parsed rows (in place); the summary's image part."""
+    import numpy as np
+
+    from ..errors import ImageLoadError
+    from .image_modality import image_features, image_votes
+    from .io import is_dicom
+    from .manifest import _dicom_modality
+
+    rows, features, unreadable = [], [], 0  # rows: (row number, record) of each readable image
+    for n, r in enumerate(records, start=1):
+        if r.data is None:
+            continue
+        image = str(r.data.get("image") or "").strip()
+        path = folder / image if image else None
+        try:
+            if path is None or not path.is_file():
+                raise ImageLoadError("no image file")
+            if r.data["modality_source"] in ("report", "unknown") and is_dicom(path):
+                found = _dicom_modality(path)
+                if found is not None:
+                    r.data["modality"], r.data["modality_source"] = found, "dicom"
+            features.append(image_features(path))
+            rows.append((n, r))
+        except (ImageLoadError, OSError, ValueError):
+            unreadable += 1
+    labels = [r.data["modality"] or None for _, r in rows]
+    votes = image_votes(np.stack(features), labels, seed) if features else None
+    info = {"fill_probability": fill, "override_probability": override, "unreadable_images": unreadable}
+    if votes is None:
+        return {"image_classifier": {**info, "trained": False, "reason": "fewer than two modalities with "
+                                     "enough labelled rows"}, "disagreements": []}
+    disagreements = []
+    for (n, r), probabilities in zip(rows, votes.probabilities):
+        best = int(probabilities.argmax())
+        image_label, probability = votes.classes[best], float(probabilities[best])
+        text_label = r.data["modality"]
+        if not text_label:
+            if probability >= fill:
+                r.data["modality"], r.data["modality_source"] = image_label, "image"
+        elif text_label != image_label and text_label in votes.classes:
+            overridden = probability >= override
+            disagreements.append({"row": n, "image": r.data.get("image"), "text_label": text_label,
+                                  "text_source": r.data["modality_source"], "image_label": image_label,
+                                  "probability": round(probability, 4), "overridden": overridden})
+            if overridden:
+                r.data["modality"], r.data["modality_source"] = image_label, "image"
+    return {"image_classifier": {**info, "trained": True, "trained_on": votes.trained_on,
+                                 "cv_accuracy": votes.cv_accuracy},
+            "disagreements": disagreements}
