@@ -91,7 +91,7 @@ def test_scale_attention_is_a_softmax_over_scales_per_location():
     torch.manual_seed(0)
     expert = Expert([8, 16, 32, 64], dim=12, grid=8, attn_dim=6).eval()
     pyramid = [torch.randn(2, c, 8 // 2**i, 8 // 2**i) for i, c in enumerate([8, 16, 32, 64])]
-    scales = torch.stack(expert.scales(pyramid), dim=1)
+    scales = torch.stack(expert.scale_maps(pyramid), dim=1)
     beta = expert.scale_weights(list(scales.unbind(1)))
     assert scales.shape == (2, 4, 12, 8, 8) and beta.shape == (2, 4, 8, 8)
     torch.testing.assert_close(beta.sum(1), torch.ones(2, 8, 8))
@@ -109,7 +109,7 @@ def test_scale_resize_is_two_dimensional():
         bn.eval()
     coarse = torch.zeros(1, 1, 4, 4)
     coarse[..., 2:] = 1.0
-    up = expert.scales([coarse])[0][0, 0]
+    up = expert.scale_maps([coarse])[0][0, 0]
     assert torch.allclose(up, up[0].expand(8, 8))  # every row identical
     assert up[0, 0] < up[0, -1]
 

@@ -45,7 +45,7 @@ class Expert(nn.Module):
         """(block, 1x1 conv output) per scale: the projections before their BatchNorm + ReLU."""
         return [(proj, proj[0](feat)) for proj, feat in zip(self.project, pyramid)]
 
-    def scales(self, pyramid: list[torch.Tensor]) -> list[torch.Tensor]:
+    def scale_maps(self, pyramid: list[torch.Tensor]) -> list[torch.Tensor]:
         """Projected, resized pyramid F_k^(l): L maps [B, D, G, G]."""
         return self.resize(norm_relu(self.projections(pyramid)))
 

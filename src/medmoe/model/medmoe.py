@@ -58,11 +58,12 @@ class ImageEncoder(nn.Module):
     def __init__(self, config: MedMoEConfig):
         super().__init__()
         c = config
-        self.scales, self.soft = [level - 1 for level in c.scales], c.dispatch == "soft"
+        self.pyramid_indices = [level - 1 for level in c.scales]  # config.scales (levels 1..4) as list indices
+        self.soft = c.dispatch == "soft"
         self.from_expert = c.global_source == "expert"
         self.backbone = SwinPyramid(c.image_size, c.swin, pretrained=c.backbone)
         final = self.backbone.channels[-1]
-        channels = [self.backbone.channels[level] for level in self.scales]
+        channels = [self.backbone.channels[i] for i in self.pyramid_indices]
         self.global_proj = nn.Linear(c.embed_dim if self.from_expert else final, c.embed_dim)
         if c.moe:
             self.experts = ExpertMixture(c.num_experts, channels, c.embed_dim, c.grid_size, c.scale_attn_dim)
@@ -73,7 +74,7 @@ class ImageEncoder(nn.Module):
     def features(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The pyramid levels the experts fuse, and the pooled final feature (F4)."""
         pyramid = self.backbone(images)
-        return [pyramid[level] for level in self.scales], pyramid[-1].mean(dim=(2, 3))
+        return [pyramid[i] for i in self.pyramid_indices], pyramid[-1].mean(dim=(2, 3))
 
     def global_embedding(self, pooled: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
         """v_g [B, D] from the pooled F4 [B, C_4] or the local map [B, D, G, G] (``global_source``)."""

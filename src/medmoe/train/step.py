@@ -1,12 +1,12 @@
 """One optimisation step's forward and backward, with gradient accumulation that adds negatives.
 
 With ``A`` micro-batches (open_clip's ``--accum-freq``): embed all A without gradients and cache
-the features, then for each micro-batch recompute its features with gradients and take the loss
-over the whole accumulated batch (fresh features for it, cached ones for the rest), and
-backpropagate. Each pass carries the gradient through one micro-batch's features only, so the
+the loss inputs (embeddings), then for each micro-batch recompute its inputs with gradients and
+take the loss over the whole accumulated batch (fresh inputs for it, cached ones for the rest), and
+backpropagate. Each pass carries the gradient through one micro-batch's inputs only, so the
 sum over passes is the gradient of one batch of A x micro-batch size (exactly, for a model
 without batch statistics). Every forward of micro-batch j draws its random numbers (dropout)
-from the same seed, so the recomputed features equal the cached ones.
+from the same seed, so the recomputed inputs equal the cached ones.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from ..seeding import derive_seed
 
 
-def features(model, raw_model, batch: dict, device: torch.device) -> dict:
-    """The loss inputs of one batch: ``MedMoELoss(**features(...))``."""
+def loss_inputs(model, raw_model, batch: dict, device: torch.device) -> dict:
+    """The loss inputs of one batch: ``MedMoELoss(**loss_inputs(...))``."""
     modality = batch["modality"].to(device)
     image, text = model(batch["images"].to(device, non_blocking=True), batch["reports"], modality)
     return {"image_global": image.global_emb, "text_global": text.global_emb, "regions": image.local_map,
@@ -28,8 +28,8 @@ def features(model, raw_model, batch: dict, device: torch.device) -> dict:
             "aux_target": raw_model.expert_targets(modality)}
 
 
-def concat_features(parts: list[dict]) -> dict:
-    """Features of several micro-batches as those of one batch (words padded to the longest report)."""
+def concat_loss_inputs(parts: list[dict]) -> dict:
+    """Loss inputs of several micro-batches as those of one batch (words padded to the longest report)."""
     n = max(p["words"].shape[1] for p in parts)
     out = {k: torch.cat([p[k] for p in parts]) for k in ("image_global", "text_global", "regions", "lengths",
                                                          "aux_target")}
@@ -52,7 +52,7 @@ def forward_backward(model, raw_model, criterion, micro: list[dict], device, aut
     ``seed`` keys the random numbers of every forward of this step."""
     def embed(j: int) -> dict:
         torch.manual_seed(derive_seed(seed, "micro-batch", j))
-        return features(model, raw_model, micro[j], device)
+        return loss_inputs(model, raw_model, micro[j], device)
 
     if len(micro) == 1:
         with autocast():
@@ -66,6 +66,6 @@ def forward_backward(model, raw_model, criterion, micro: list[dict], device, aut
         sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
             with autocast():
-                losses = criterion(**concat_features(cache[:j] + [embed(j)] + cache[j + 1:]))
+                losses = criterion(**concat_loss_inputs(cache[:j] + [embed(j)] + cache[j + 1:]))
             losses["total"].backward()
     return {k: v.detach() for k, v in losses.items()}
