@@ -9,7 +9,7 @@ from PIL import Image
 
 from medmoe.data.io import load_image
 from medmoe.errors import ImageLoadError
-from medmoe.data.transforms import augment, to_model_input
+from medmoe.data.transforms import ImageTransform, augment, to_model_input
 
 
 def dicom(name):
@@ -88,12 +88,12 @@ def test_nifti_slice_choice_and_canonical_orientation(tmp_path):
     volume[0, :, 2] = 1.0  # the patient-left ... in a LAS volume, x index 0 is the patient's left
     las = np.diag([-1.0, 1.0, 1.0, 1.0])
     nibabel.save(nibabel.Nifti1Image(volume, las), tmp_path / "v.nii.gz")
-    image = load_image(tmp_path / "v.nii.gz", nifti_slice=2)
+    image = load_image(tmp_path / "v.nii.gz", slice_index=2)
     assert image.shape == (5, 6)
     assert image[:, -1].min() == 1 and image[:, :-1].max() == 0  # RAS: patient left at high x, last column
-    assert load_image(tmp_path / "v.nii.gz", nifti_slice=0).max() == 0
+    assert load_image(tmp_path / "v.nii.gz", slice_index=0).max() == 0
     with pytest.raises(ImageLoadError, match="slice 9 outside"):
-        load_image(tmp_path / "v.nii.gz", nifti_slice=9)
+        load_image(tmp_path / "v.nii.gz", slice_index=9)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF"])
@@ -132,3 +132,137 @@ def test_transforms_give_normalised_three_channel_input():
     b = augment(image, 64, torch.Generator().manual_seed(1))
     c = augment(image, 64, torch.Generator().manual_seed(2))
     assert a.shape == (3, 64, 64) and torch.equal(a, b) and not torch.equal(a, c)
+
+
+# ---------------------------------------------------------------- colour policy and .npy volumes
+BANDS = {5: (1, 0, 0), 25: (0, 1, 0), 45: (0, 0, 1), 75: (0.251, 0.251, 0.251)}  # pydicom's SC_rgb test pattern rows
+
+
+@pytest.mark.parametrize("name, photometric", [
+    ("SC_rgb_rle.dcm", "RGB"),
+    ("SC_ybr_full_422_uncompressed.dcm", "YBR_FULL_422"),
+    ("SC_rgb_jpeg_dcmtk.dcm", "YBR_FULL"),  # JPEG baseline, stored as YCbCr
+])
+def test_colour_dicom_decodes_to_rgb_and_to_bt601_luma(name, photometric):
+    assert pydicom.dcmread(dicom(name), stop_before_pixels=True).PhotometricInterpretation == photometric
+    rgb, grey = load_image(dicom(name), colour="rgb"), load_image(dicom(name))
+    assert rgb.shape == (100, 100, 3) and grey.shape == (100, 100)
+    for row, colour in BANDS.items():
+        np.testing.assert_allclose(rgb[row, 50], colour, atol=0.02)
+        np.testing.assert_allclose(grey[row, 50], np.dot(colour, [0.299, 0.587, 0.114]), atol=0.01)
+    np.testing.assert_allclose(grey, rgb @ np.array([0.299, 0.587, 0.114], np.float32), atol=1e-6)
+
+
+def test_colour_dicom_luma_matches_pillow_grey(tmp_path):
+    rgb = pydicom.dcmread(dicom("SC_rgb_rle.dcm")).pixel_array
+    Image.fromarray(rgb).save(tmp_path / "same.png")
+    np.testing.assert_allclose(load_image(tmp_path / "same.png"), load_image(dicom("SC_rgb_rle.dcm")), atol=1 / 255)
+    np.testing.assert_array_equal(load_image(tmp_path / "same.png", colour="rgb"), rgb / np.float32(255))
+
+
+def test_palette_dicom_in_colour_and_grey():
+    from pydicom.pixels import apply_color_lut
+
+    ds = pydicom.dcmread(dicom("examples_palette.dcm"))
+    lut = apply_color_lut(ds.pixel_array, ds)
+    rgb = load_image(dicom("examples_palette.dcm"), colour="rgb")
+    np.testing.assert_allclose(rgb, lut / np.iinfo(lut.dtype).max, atol=1e-6)
+    assert np.abs(rgb[..., 0] - rgb[..., 2]).max() > 0.1  # it really is colour
+    np.testing.assert_allclose(load_image(dicom("examples_palette.dcm")), rgb @ np.float32([0.299, 0.587, 0.114]),
+                               atol=1e-6)
+
+
+def test_slice_index_picks_a_dicom_frame():
+    first = load_image(dicom("SC_rgb_rle_2frame.dcm"), slice_index=0, colour="rgb")
+    middle = load_image(dicom("SC_rgb_rle_2frame.dcm"), colour="rgb")  # frame 1 of 2: the inverse pattern
+    np.testing.assert_allclose(first[5, 50], (1, 0, 0), atol=1e-6)
+    np.testing.assert_allclose(middle, 1 - first, atol=1 / 255)
+    with pytest.raises(ImageLoadError, match="slice 2 outside the 2 frames"):
+        load_image(dicom("SC_rgb_rle_2frame.dcm"), slice_index=2)
+
+
+def test_rgb_keeps_colour_pictures_and_leaves_grey_ones_grey(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "fundus.png")
+    Image.fromarray(np.dstack([rgb, np.full((20, 30), 7, np.uint8)])).save(tmp_path / "rgba.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "xray.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "fundus.png", colour="rgb"), rgb / np.float32(255))
+    np.testing.assert_array_equal(load_image(tmp_path / "rgba.png", colour="rgb"), rgb / np.float32(255))
+    assert load_image(tmp_path / "fundus.png").shape == (20, 30)  # gray: one channel
+    assert load_image(tmp_path / "xray.png", colour="rgb").shape == (20, 30)
+    assert load_image(dicom("CT_small.dcm"), colour="rgb").shape == (128, 128)
+    with pytest.raises(ValueError, match="colour must be one of gray, rgb"):
+        load_image(tmp_path / "xray.png", colour="RGB")
+
+
+def test_npy_volumes_give_a_slice(tmp_path):
+    from medmoe.data.io import load_image_bytes
+
+    volume = np.arange(5 * 32 * 32, dtype=np.uint32).reshape(5, 32, 32).astype(np.uint8)  # MRNet: uint8 [slices, H, W]
+    volume[:, 0, 0] = np.arange(5) * 50
+    np.save(tmp_path / "0001.npy", volume)
+    middle = load_image(tmp_path / "0001.npy")
+    np.testing.assert_array_equal(middle, volume[2] / np.float32(255))  # uint8 scales by its range
+    assert load_image(tmp_path / "0001.npy", slice_index=4)[0, 0] == pytest.approx(200 / 255)
+    np.testing.assert_array_equal(load_image_bytes((tmp_path / "0001.npy").read_bytes(), "0001.npy", slice_index=1),
+                                  volume[1] / np.float32(255))
+    (tmp_path / "noext").write_bytes((tmp_path / "0001.npy").read_bytes())  # sniffed by content
+    np.testing.assert_array_equal(load_image(tmp_path / "noext"), middle)
+    assert load_image(tmp_path / "0001.npy", colour="rgb").shape == (32, 32)
+    with pytest.raises(ImageLoadError, match="0001.npy: slice 5 outside the 5 slices"):
+        load_image(tmp_path / "0001.npy", slice_index=5)
+
+
+def test_npy_other_types_and_shapes(tmp_path):
+    np.save(tmp_path / "f.npy", np.array([[-3.0, 0.0], [1.0, np.nan]]))  # floats: min-max, NaN -> 0
+    np.testing.assert_allclose(load_image(tmp_path / "f.npy"), [[0, 0.75], [1, 0.75]])
+    np.save(tmp_path / "4d.npy", np.zeros((2, 3, 4, 5), np.uint8))
+    with pytest.raises(ImageLoadError, match=r"4d.npy: .npy array of shape \(2, 3, 4, 5\)"):
+        load_image(tmp_path / "4d.npy")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(ImageLoadError, match="objects.npy: cannot decode.*allow_pickle"):  # never unpickled
+        load_image(tmp_path / "objects.npy")
+
+
+def test_colour_transforms_treat_every_channel_alike():
+    import torch
+
+    rgb = np.random.default_rng(1).random((40, 50, 3), dtype=np.float32)
+    x = to_model_input(rgb, 32)
+    for c in range(3):
+        np.testing.assert_array_equal(x[c], to_model_input(rgb[..., c], 32)[c])  # no mixing of channels
+        a = augment(rgb, 32, torch.Generator().manual_seed(3))[c]
+        assert torch.equal(a, augment(rgb[..., c], 32, torch.Generator().manual_seed(3))[c])  # same crop and jitter
+    grey = rgb[..., 0]
+    assert torch.equal(to_model_input(np.dstack([grey] * 3), 32), to_model_input(grey, 32))
+    medclip = ImageTransform(32, "rgb", (0.5862785803043838,) * 3, (0.27950088968644304,) * 3)
+    view = torch.from_numpy(grey)[None, None]
+    expected = (torch.nn.functional.interpolate(view, size=(32, 40), mode="bilinear", antialias=True)[0, 0, :, 4:36]
+                .clamp(0, 1) - 0.5862785803043838) / 0.27950088968644304
+    assert torch.allclose(medclip(grey)[1], expected, atol=1e-6)
+
+
+def test_the_dataset_builds_input_by_the_models_config(tmp_path):
+    import torch
+
+    from medmoe.config import load_config
+    from medmoe.data.dataset import ImageReportDataset
+    from medmoe.data.manifest import Row
+
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    rgb[..., 0] = 200  # a red pathology slide
+    Image.fromarray(rgb).save(tmp_path / "slide.png")
+    row = Row(row=2, image=tmp_path / "slide.png", report="red slide", modality="pathology")
+    for colour in ("gray", "rgb"):
+        config = load_config("tiny", colour=colour, image_mean=[0.5] * 3, image_std=[0.25] * 3)
+        dataset = ImageReportDataset([row], ImageTransform.of(config), config.modalities)
+        evaluation, training = (dataset[key]["image"] * 0.25 + 0.5 for key in (0, (0, 7)))  # de-normalised
+        assert evaluation.shape == training.shape == (3, 64, 64)
+        if colour == "gray":
+            assert torch.equal(evaluation[0], evaluation[2]) and torch.equal(training[0], training[2])
+        else:  # red stays red; the jitter scales the contrast by 0.9-1.1
+            assert torch.allclose(evaluation[0] - evaluation[2], torch.tensor(200 / 255), atol=1e-6)
+            assert 0.65 < (training[0] - training[2]).mean() < 0.9
+    grey = load_image(tmp_path / "slide.png")
+    assert torch.allclose(ImageReportDataset([row], ImageTransform(64), ["pathology"])[0]["image"],
+                          to_model_input(grey, 64))

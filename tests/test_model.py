@@ -20,7 +20,9 @@ def test_presets_and_overrides():
     assert len(model.image.experts.experts) == 3 and model.text_router.mlp[-1].out_features == 3
 
 
-@pytest.mark.parametrize("bad", [{"num_experts": "four"}, {"routing": "random"}, {"nope": 1}, {"moe": 1}])
+@pytest.mark.parametrize("bad", [{"num_experts": "four"}, {"routing": "random"}, {"nope": 1}, {"moe": 1},
+                                 {"colour": "cmyk"}, {"image_mean": [0.5, 0.5]}, {"image_std": [0.2, 0.0, 0.2]},
+                                 {"image_mean": [0.5, "a", 0.5]}, {"init": "clip:x"}, {"init": "medclip:"}])
 def test_bad_config_values_are_config_errors(bad):
     with pytest.raises(ConfigError):
         load_config("tiny", **bad)
@@ -35,6 +37,7 @@ def test_config_types_are_checked_inside_generic_annotations(field, value, annot
     assert load_config("tiny", grid=None, temp1=4, modalities=["xray", "ct"]).temp1 == 4  # an int is a float
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_is_bit_exact(tmp_path):
     torch.manual_seed(0)
     model = medmoe.create_model("tiny", num_experts=3)

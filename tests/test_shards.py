@@ -15,6 +15,7 @@ from medmoe.data.io import load_image, load_image_bytes
 from medmoe.data.manifest import read_manifest
 from medmoe.errors import ManifestError
 from medmoe.data.shards import shard_batches, write_shards
+from medmoe.data.transforms import ImageTransform
 
 MODALITIES = ["xray", "ct", "mri", "ultrasound"]
 
@@ -53,7 +54,7 @@ def members(tar_path):
 
 
 def batches(n, **kw):
-    args = dict(image_size=32, modalities=MODALITIES, batch_size=4, seed=7) | kw
+    args = dict(transform=ImageTransform(32), modalities=MODALITIES, batch_size=4, seed=7) | kw
     return list(itertools.islice(shard_batches(**args), n))
 
 
@@ -109,7 +110,16 @@ def test_ranks_read_disjoint_shards_and_cover_a_pass(shards):
     assert len(set(seen[0]) | set(seen[1])) == 40
     b = runs[0][0]
     assert b["images"].shape == (len(b["rows"]), 3, 32, 32) and b["modality"].dtype == torch.long
-    assert shard_batches(pattern, 32, MODALITIES, 4, 7, world=2).steps_per_epoch == 40 // 8
+    assert shard_batches(pattern, ImageTransform(32), MODALITIES, 4, 7, world=2).steps_per_epoch == 40 // 8
+
+
+def test_the_stream_normalises_by_the_models_statistics(shards):
+    out, _ = shards
+    imagenet = batches(1, pattern=str(out))[0]
+    raw = batches(1, pattern=str(out), transform=ImageTransform(32, mean=(0, 0, 0), std=(1, 1, 1)))[0]
+    assert raw["rows"] == imagenet["rows"] and 0 <= raw["images"].min() and raw["images"].max() <= 1
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    assert torch.allclose(imagenet["images"] * std + mean, raw["images"], atol=1e-6)
 
 
 def test_corrupt_image_is_skipped_and_the_stream_goes_on(shards):
@@ -137,13 +147,14 @@ def test_samples_without_shards_json_and_too_few_shards(shards, tmp_path):
     out, summary = shards
     for s in summary["shards"][:3]:
         shutil.copy(out / s["name"], tmp_path)
-    stream = shard_batches(tmp_path / "000001.tar", 32, MODALITIES, 2, 0)
+    stream = shard_batches(tmp_path / "000001.tar", ImageTransform(32), MODALITIES, 2, 0)
     assert stream.samples == 5 and stream.steps_per_epoch == 2
-    assert shard_batches(f"{tmp_path}/{{000000..000002}}.tar", 32, MODALITIES, 2, 0, world=3).samples == 15
+    three = shard_batches(f"{tmp_path}/{{000000..000002}}.tar", ImageTransform(32), MODALITIES, 2, 0, world=3)
+    assert three.samples == 15
     with pytest.raises(ValueError, match="3 shard.*4 readers.*smaller --shard-size"):
-        shard_batches(tmp_path, 32, MODALITIES, 2, 0, world=2, workers=2)
+        shard_batches(tmp_path, ImageTransform(32), MODALITIES, 2, 0, world=2, workers=2)
     with pytest.raises(FileNotFoundError):
-        shard_batches(f"{tmp_path}/{{000000..000009}}.tar", 32, MODALITIES, 2, 0)
+        shard_batches(f"{tmp_path}/{{000000..000009}}.tar", ImageTransform(32), MODALITIES, 2, 0)
 
 
 def test_data_shard_command(manifest, tmp_path, capsys):

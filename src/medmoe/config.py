@@ -16,6 +16,11 @@ from typing import Any
 
 from .errors import ConfigError
 
+COLOURS = ("gray", "rgb")  # colour policies (data/io.py)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what ImageNet-pretrained Swin weights expect: the default normalisation
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MEDCLIP_MEAN, MEDCLIP_STD = 0.5862785803043838, 0.27950088968644304  # MedCLIP's constants.py, on grey x 3 channels
+
 LOCAL_AGGS = ("sum", "mean")  # the local loss's word aggregation: log sum_n exp or log mean_n exp (losses.py)
 
 
@@ -23,6 +28,10 @@ LOCAL_AGGS = ("sum", "mean")  # the local loss's word aggregation: log sum_n exp
 class MedMoEConfig:
     # image side (DESIGN 1.1-1.3)
     image_size: int = 224
+    colour: str = "gray"  # gray: every image as one grey channel (replicated to 3); rgb: colour images keep R, G, B
+    image_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # input normalisation per channel:
+    image_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))  # ImageNet's, or MedCLIP's under an init
+    init: str | None = None  # "medclip:PATH": Swin and text weights from a MedCLIP checkpoint (model/init.py)
     swin: dict = field(default_factory=dict)  # transformers.SwinConfig kwargs (the architecture)
     backbone: str | None = None  # hub id or local dir with pretrained Swin weights; None = random init
     embed_dim: int = 768  # shared width D of global and local embeddings
@@ -43,6 +52,7 @@ class MedMoEConfig:
     max_length: int = 64  # word-piece tokens per report
     text_last_n_layers: int = 4  # GLoRIA: sum of the last 4 hidden layers
     freeze_text: bool = False
+    text_clean: str = "none"  # "gloria": lower-case, ASCII, sentences of >= 3 words (GLoRIA's report cleaning)
     # losses (DESIGN 1.5; GLoRIA defaults)
     temp1: float = 4.0
     temp2: float = 5.0
@@ -71,6 +81,17 @@ class MedMoEConfig:
             raise ConfigError(f"num_experts must be >= 1 (got {self.num_experts})")
         if self.image_size % 32:
             raise ConfigError(f"image_size must be a multiple of 32 (got {self.image_size})")
+        if self.text_clean not in ("none", "gloria"):
+            raise ConfigError(f"text_clean must be 'none' or 'gloria' (got {self.text_clean!r})")
+        if self.colour not in COLOURS:
+            raise ConfigError(f"colour must be one of {', '.join(COLOURS)} (got {self.colour!r})")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
+            raise ConfigError(f"image_mean and image_std take 3 values, one per channel, std > 0 "
+                              f"(got {self.image_mean!r}, {self.image_std!r})")
+        if self.init is not None and not (self.init.startswith("medclip:") and self.init[len("medclip:"):]):
+            raise ConfigError(f"init must be 'medclip:PATH' (got {self.init!r})")
+        if self.init and (self.image_mean, self.image_std) == (list(IMAGENET_MEAN), list(IMAGENET_STD)):
+            self.image_mean, self.image_std = [MEDCLIP_MEAN] * 3, [MEDCLIP_STD] * 3  # normalisation follows the init
 
     @property
     def grid_size(self) -> int:
@@ -128,19 +149,36 @@ def variant_of(config: MedMoEConfig) -> str:
     return "custom"
 
 
+def _names(folder: str) -> list[str]:
+    return sorted(p.name[:-5] for p in (resources.files("medmoe") / folder).iterdir() if p.name.endswith(".json"))
+
+
 def list_presets() -> list[str]:
-    files = resources.files("medmoe") / "presets"
-    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".json"))
+    return _names("presets")
 
 
-def load_config(preset: str = "tiny", variant: str = "medmoe", **overrides: Any) -> MedMoEConfig:
-    """Preset ``preset``, then the ``variant``'s settings, then ``overrides`` (dict fields merge)."""
+def list_recipes() -> list[str]:
+    return _names("recipes")
+
+
+def load_recipe(name: str = "default") -> dict:
+    """A training recipe (``medmoe/recipes/NAME.json``): {"train": TrainArgs fields, "config": model
+    config fields (loss weights, temperatures, text settings)}."""
+    if name not in list_recipes():
+        raise ConfigError(f"unknown recipe {name!r}; choose from {', '.join(list_recipes())}")
+    recipe = json.loads((resources.files("medmoe") / "recipes" / f"{name}.json").read_text())
+    return {"train": recipe.get("train", {}), "config": recipe.get("config", {})}
+
+
+def load_config(preset: str = "tiny", variant: str = "medmoe", recipe: str = "default", **overrides: Any) -> MedMoEConfig:
+    """Preset ``preset``, then the ``variant``'s settings, the ``recipe``'s model settings, then
+    ``overrides`` (dict fields merge)."""
     if preset not in list_presets():
         raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(list_presets())}")
     if variant not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     data = json.loads((resources.files("medmoe") / "presets" / f"{preset}.json").read_text())
-    for key, value in {**VARIANTS[variant], **overrides}.items():
+    for key, value in {**VARIANTS[variant], **load_recipe(recipe)["config"], **overrides}.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
         else:

@@ -7,9 +7,8 @@ import torch
 
 from ..errors import ImageLoadError
 from ..seeding import derive_seed
-from .io import load_image
 from .manifest import Row
-from .transforms import augment, to_model_input
+from .transforms import ImageTransform
 
 
 class ImageReportDataset(torch.utils.data.Dataset):
@@ -18,10 +17,11 @@ class ImageReportDataset(torch.utils.data.Dataset):
 
     ``seed`` drives the augmentation of this one draw, so a batch looks the same whichever worker
     loads it and whether or not the run was resumed. ``seed=None`` means no augmentation.
+    ``transform``: the model's input (``ImageTransform.of(config)``).
     """
 
-    def __init__(self, rows: list[Row], image_size: int, modalities: list[str]):
-        self.rows, self.image_size = rows, image_size
+    def __init__(self, rows: list[Row], transform: ImageTransform, modalities: list[str]):
+        self.rows, self.transform = rows, transform
         self.modality_index = {m: i for i, m in enumerate(modalities)}
 
     def __len__(self) -> int:
@@ -31,13 +31,13 @@ class ImageReportDataset(torch.utils.data.Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         row = self.rows[index]
         try:
-            image = load_image(row.image)
+            image = self.transform.load(row.image)
         except ImageLoadError as exc:
             return {"row": row.row, "error": str(exc)}
         if seed is None:
-            x = to_model_input(image, self.image_size)
+            x = self.transform(image)
         else:
-            x = augment(image, self.image_size, torch.Generator().manual_seed(seed))
+            x = self.transform.augment(image, torch.Generator().manual_seed(seed))
         return {"image": x, "report": row.report, "modality": self.modality_index.get(row.modality, -1),
                 "row": row.row}
 
@@ -62,26 +62,40 @@ class ResumableBatches(torch.utils.data.Sampler):
     ``batch_size``. The order is a pure function of (seed, step): resuming at step k replays
     exactly what an uninterrupted run sees from step k, and the ranks together see what one
     process with a ``world`` times larger batch sees.
+
+    With ``groups`` (a group per row, e.g. its modality index), an epoch instead draws n rows with
+    replacement, each group equally likely and rows uniform within their group (modality-balanced
+    sampling, ``--balance modality``): a rare modality is seen as often as a common one.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1,
+                 groups: list[int] | None = None):
         if n < batch_size * world:
             raise ValueError(f"global batch {batch_size * world} is larger than the {n} usable training rows")
         self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start
         self.rank, self.world = rank, world
         self.steps_per_epoch = n // (batch_size * world)
+        self.weights = None if groups is None else balanced_weights(groups)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         step, size = self.start, self.batch_size * self.world
         while True:
             epoch, pos = divmod(step, self.steps_per_epoch)
             shuffle = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch))
-            order = torch.randperm(self.n, generator=shuffle)
+            order = (torch.randperm(self.n, generator=shuffle) if self.weights is None else
+                     torch.multinomial(self.weights, self.n, replacement=True, generator=shuffle))
             for b in range(pos, self.steps_per_epoch):
                 first = b * size + self.rank * self.batch_size
                 idx = order[first : first + self.batch_size].tolist()
                 yield [(i, derive_seed(self.seed, "augment", step, i)) for i in idx]
                 step += 1
+
+
+def balanced_weights(groups: list[int]) -> torch.Tensor:
+    """Sampling weight of each row: 1 / (size of its group), so every group is drawn equally often."""
+    groups = torch.as_tensor(groups)
+    _, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse].double()
 
 
 def make_loader(dataset, sampler: ResumableBatches | None = None, workers: int = 0, seed: int = 0,

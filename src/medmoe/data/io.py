@@ -1,10 +1,23 @@
-"""``load_image(path)``: any supported medical image file -> float32 array in [0, 1], shape [H, W].
+"""``load_image(path)``: any supported medical image file -> float32 array in [0, 1].
 
 The format is recognised by content, not by extension (torchxrayvision style): DICOM by its
-``DICM`` magic at byte 128, NIfTI-1/2 by its header (also gzipped), everything else through Pillow (PNG, JPEG, TIFF, ...); a file that
-Pillow cannot identify is tried as headerless DICOM (no preamble). Compressed DICOM transfer
-syntaxes (JPEG, JPEG-LS, JPEG 2000, RLE) decode through the pylibjpeg plugins.
+``DICM`` magic at byte 128, NIfTI-1/2 by its header (also gzipped), NumPy ``.npy`` by its
+``\\x93NUMPY`` magic, everything else through Pillow (PNG, JPEG, TIFF, ...); a file that Pillow
+cannot identify is tried as headerless DICOM (no preamble). Compressed DICOM transfer syntaxes
+(JPEG, JPEG-LS, JPEG 2000, RLE) decode through the pylibjpeg plugins.
 ``load_image_bytes(data, name)`` decodes a whole file held in memory (a webdataset sample) the same way.
+
+The shape follows the colour policy (``MedMoEConfig.colour``):
+
+* ``colour="gray"``: always [H, W]; colour sources become their ITU-R BT.601 luma
+  (0.299 R + 0.587 G + 0.114 B, what Pillow's "L" mode computes).
+* ``colour="rgb"``: [H, W, 3] (R, G, B) when the source holds colour (an RGB/RGBA/palette/CMYK/YCbCr
+  picture; DICOM RGB, YBR_FULL, YBR_FULL_422 or PALETTE COLOR), [H, W] when it is grey
+  (MONOCHROME DICOM, NIfTI, ``.npy``, grey pictures).
+
+Volumes give one 2-D slice, ``slice_index`` (default: the middle one): the axial slice of a NIfTI
+volume, index ``slice_index`` along the first axis of a 3-D ``.npy`` array (MRNet's
+[slices, 256, 256]), the frame of a multi-frame DICOM.
 """
 from __future__ import annotations
 
@@ -14,9 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import COLOURS
 from ..errors import ImageLoadError
 
 
+COLOUR_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "P", "PA")  # Pillow modes holding colour
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as Pillow's "L" mode
 Source = Path | bytes  # a file, or a whole file's bytes held in memory (a webdataset sample)
 
 
@@ -49,34 +65,42 @@ def is_nifti(source: str | Path | bytes) -> bool:
     return (len(head) >= 348 and head[344:347] in (b"n+1", b"ni1")) or (len(head) >= 540 and head[4:7] in (b"n+2", b"ni2"))
 
 
-def load_image(path: str | Path, nifti_slice: int | None = None) -> np.ndarray:
-    """Decode ``path``. For NIfTI volumes: axial slice ``nifti_slice`` (default: the middle one)
-    of the first volume, after reorienting to the closest canonical (RAS) orientation."""
-    return _decode(Path(path), str(path), nifti_slice)
+def is_npy(source: str | Path | bytes) -> bool:
+    return _head(source, 6) == b"\x93NUMPY"
 
 
-def load_image_bytes(data: bytes, name: str, nifti_slice: int | None = None) -> np.ndarray:
+def load_image(path: str | Path, slice_index: int | None = None, colour: str = "gray") -> np.ndarray:
+    """Decode ``path``: [H, W], or [H, W, 3] for a colour source under ``colour="rgb"`` (module
+    docstring). NIfTI volumes are reoriented to the closest canonical (RAS) orientation first."""
+    return _decode(Path(path), str(path), slice_index, colour)
+
+
+def load_image_bytes(data: bytes, name: str, slice_index: int | None = None, colour: str = "gray") -> np.ndarray:
     """``load_image`` of a whole file's bytes held in memory; ``name`` labels error messages."""
-    return _decode(bytes(data), name, nifti_slice)
+    return _decode(bytes(data), name, slice_index, colour)
 
 
-def _decode(source: Source, name: str, nifti_slice: int | None) -> np.ndarray:
+def _decode(source: Source, name: str, slice_index: int | None, colour: str) -> np.ndarray:
     from PIL import UnidentifiedImageError
 
+    if colour not in COLOURS:
+        raise ValueError(f"colour must be one of {', '.join(COLOURS)} (got {colour!r})")
     try:
         try:
             if is_dicom(source):
-                image = _load_dicom(source)
+                image = _load_dicom(source, slice_index, colour)
             elif is_nifti(source):
-                image = _load_nifti(source, nifti_slice)
+                image = _load_nifti(source, slice_index)
+            elif is_npy(source):
+                image = _load_npy(source, slice_index)
             else:
-                image = _load_pillow(source)
+                image = _load_pillow(source, colour)
         except UnidentifiedImageError:
             try:
-                image = _load_dicom(source, force=True)
+                image = _load_dicom(source, slice_index, colour, force=True)
             except Exception:
-                raise ImageLoadError("not a recognised image (PNG, JPEG, TIFF, DICOM or NIfTI)") from None
-        if image.ndim != 2 or min(image.shape) < 2:
+                raise ImageLoadError("not a recognised image (PNG, JPEG, TIFF, DICOM, NIfTI or .npy)") from None
+        if not (image.ndim == 2 or image.shape[2:] == (3,)) or min(image.shape[:2]) < 2:
             raise ImageLoadError(f"expected a 2-D image, got shape {image.shape}")
     except ImageLoadError as exc:
         raise ImageLoadError(f"{name}: {exc}") from exc.__cause__
@@ -87,32 +111,40 @@ def _decode(source: Source, name: str, nifti_slice: int | None) -> np.ndarray:
     return image
 
 
-def _load_pillow(source: Source) -> np.ndarray:
+def _load_pillow(source: Source, colour: str) -> np.ndarray:
     from PIL import Image
 
     with Image.open(_file(source)) as im:
+        if colour == "rgb" and im.mode in COLOUR_MODES:
+            return _rescale(np.asarray(im.convert("RGB"), dtype=np.float32), 0.0, 255.0)
         grey = np.asarray(im.convert("F" if im.mode in ("I", "I;16", "F") else "L"), dtype=np.float32)
     return _rescale(grey, *((0.0, 255.0) if grey.max() <= 255 else (grey.min(), grey.max())))
 
 
-def _load_dicom(source: Source, force: bool = False) -> np.ndarray:
+def _load_dicom(source: Source, index: int | None, colour: str, force: bool = False) -> np.ndarray:
     """Rescale slope/intercept, VOI LUT or window (else 0.5-99.5 percentile), MONOCHROME1 inverted,
-    multi-frame -> middle frame, colour and palette -> luminance."""
+    multi-frame -> frame ``index``; colour (RGB, YBR, palette) -> RGB by bit depth, or its luma."""
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     ds = pydicom.dcmread(_file(source), force=force)
     if "PixelData" not in ds:
         raise ImageLoadError("DICOM file has no pixel data")
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    frame = _slice(index, frames, "frames") if frames > 1 else None
+    ds.pixel_array_options(index=frame, as_rgb=True)  # one frame; YBR_FULL(_422) decodes to RGB
     pixels = ds.pixel_array
-    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-        pixels = pixels[len(pixels) // 2]
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):  # colour / palette: luminance
-        from pydicom.pixels import apply_color_lut
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        if photometric == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
 
-        rgb = apply_color_lut(pixels, ds) if photometric == "PALETTE COLOR" else pixels
-        return np.asarray(rgb, dtype=np.float32).mean(axis=-1) / float(np.max(rgb) or 1)
+            pixels = apply_color_lut(pixels, ds)  # uint8 or uint16, as deep as the lookup table
+            top = np.iinfo(pixels.dtype).max
+        else:
+            top = 2 ** int(ds.BitsStored) - 1
+        values = pixels.astype(np.float32)
+        return _rescale(values if colour == "rgb" else values @ LUMA, 0.0, top)
     values = apply_modality_lut(pixels, ds).astype(np.float32)
     if "WindowCenter" in ds or "VOILUTSequence" in ds:
         values = apply_voi_lut(values, ds, index=0).astype(np.float32)
@@ -135,12 +167,30 @@ def _load_nifti(source: Source, index: int | None) -> np.ndarray:
     shape = volume.shape
     if len(shape) < 3:
         raise ImageLoadError(f"NIfTI image has {len(shape)} dimensions, expected a volume")
-    index = shape[2] // 2 if index is None else index
-    if not 0 <= index < shape[2]:
-        raise ImageLoadError(f"slice {index} outside the {shape[2]} axial slices")
+    index = _slice(index, shape[2], "axial slices")
     slab = volume.dataobj[(slice(None), slice(None), index) + (0,) * (len(shape) - 3)]
     values = np.rot90(np.nan_to_num(np.asarray(slab, dtype=np.float32)))  # RAS (x right, y anterior) -> rows top-down
     return _rescale(values, *np.percentile(values, [0.5, 99.5]))
+
+
+def _load_npy(source: Source, index: int | None) -> np.ndarray:
+    """A 2-D array as it is, or slice ``index`` of the first axis of a 3-D one; uint8 by its range
+    (/255, as 8-bit pictures), other types min-max."""
+    array = np.load(_file(source), allow_pickle=False)
+    if array.ndim == 3:
+        array = array[_slice(index, len(array), "slices")]
+    if array.ndim != 2:
+        raise ImageLoadError(f".npy array of shape {array.shape}, expected [H, W] or [slices, H, W]")
+    values = np.nan_to_num(array.astype(np.float32))
+    return _rescale(values, *((0.0, 255.0) if array.dtype == np.uint8 else (values.min(), values.max())))
+
+
+def _slice(index: int | None, n: int, what: str) -> int:
+    """Slice ``index`` of a volume of ``n`` (default: the middle one), checked."""
+    index = n // 2 if index is None else index
+    if not 0 <= index < n:
+        raise ImageLoadError(f"slice {index} outside the {n} {what}")
+    return index
 
 
 def _rescale(values: np.ndarray, low: float, high: float) -> np.ndarray:

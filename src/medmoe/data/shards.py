@@ -11,6 +11,11 @@ batched inside the reader. Each reader's stream is endless, so every rank yields
 the trainer asks for. The DataLoader takes batches from its workers in turn: per-rank step s is
 batch s // W of worker s % W (W = max(workers, 1)). The order is a pure function of (seed, rank,
 world, workers): resuming at step s0 skips, without decoding, the samples each worker used before.
+
+Modality-balanced streaming (``balance=True``, ``--balance modality``): before the shuffle buffer,
+a sample of modality m is kept with probability min_m' n_m' / n_m (counts from shards.json), drawn
+from a generator seeded by (seed, p, g), so every modality streams equally often; passes then have
+random lengths, and a resume reads (without decoding) the passes it skips.
 """
 from __future__ import annotations
 
@@ -28,9 +33,9 @@ from ..errors import ImageLoadError, ManifestError
 from ..files import atomic_write_text
 from ..seeding import derive_seed
 from .dataset import collate
-from .io import is_dicom, load_image_bytes
+from .io import is_dicom
 from .manifest import Manifest, read_manifest
-from .transforms import augment
+from .transforms import ImageTransform
 
 SHUFFLE_BUFFER = 1000  # samples held by each reader's shuffle buffer
 
@@ -146,13 +151,15 @@ def _shuffled(samples, size: int, rng: np.random.Generator):
 class ShardStream(torch.utils.data.IterableDataset):
     """The endless batches of one rank's reader (the DataLoader worker's, with workers)."""
 
-    def __init__(self, paths: list[Path], counts: list[int], image_size: int, modalities: list[str],
-                 batch_size: int, seed: int, start_step: int, rank: int, world: int, workers: int, buffer: int):
-        self.paths, self.counts, self.image_size, self.batch_size = paths, counts, image_size, batch_size
+    def __init__(self, paths: list[Path], counts: list[int], transform: ImageTransform, modalities: list[str],
+                 batch_size: int, seed: int, start_step: int, rank: int, world: int, workers: int, buffer: int,
+                 keep: dict[str, float] | None = None):
+        self.paths, self.counts, self.transform, self.batch_size = paths, counts, transform, batch_size
         self.modality_index = {m: i for i, m in enumerate(modalities)}
         self.seed, self.start_step, self.rank, self.world, self.buffer = seed, start_step, rank, world, buffer
         self.per_rank = max(workers, 1)
         self.readers = world * self.per_rank
+        self.keep = keep  # modality -> probability of keeping a sample (balanced streaming), or None
 
     def reader_shards(self, p: int, g: int) -> list[int]:
         """Indices of the shards reader ``g`` reads in pass ``p``."""
@@ -167,25 +174,36 @@ class ShardStream(torch.utils.data.IterableDataset):
         for p in itertools.count():
             mine = self.reader_shards(p, g)
             n = sum(self.counts[i] for i in mine)
-            if skip >= n:
+            if self.keep is None and skip >= n:
                 skip -= n
                 continue
             samples = tarfile_samples({"url": str(self.paths[i])} for i in mine)
+            if self.keep is not None:
+                samples = self.balanced(samples, np.random.default_rng(derive_seed(self.seed, "balance", p, g)))
             rng = np.random.default_rng(derive_seed(self.seed, "shuffle buffer", p, g))
-            yield from itertools.islice(_shuffled(samples, self.buffer, rng), skip, None)
-            skip = 0
+            for sample in _shuffled(samples, self.buffer, rng):
+                if skip:
+                    skip -= 1
+                    continue
+                yield sample
+
+    def balanced(self, samples, rng: np.random.Generator):
+        """Keep each sample with its modality's probability (``keep``)."""
+        for sample in samples:
+            if rng.random() < self.keep.get(json.loads(sample["json"]).get("modality") or "unknown", 1.0):
+                yield sample
 
     def item(self, sample: dict, g: int, position: int) -> dict:
         """What ``collate`` takes: dict(image, report, modality, row), or dict(row, error)."""
         key, meta = sample["__key__"], json.loads(sample["json"])
         ext = next((k for k in sample if k not in ("txt", "json") and not k.startswith("__")), None)
         try:
-            image = load_image_bytes(sample.get(ext, b""), f"{Path(sample['__url__']).name}:{key}.{ext} "
+            image = self.transform.load_bytes(sample.get(ext, b""), f"{Path(sample['__url__']).name}:{key}.{ext} "
                                      f"({meta.get('source')})")
         except ImageLoadError as exc:
             return {"row": key, "error": str(exc)}
         seed = derive_seed(self.seed, "augment", g, position)  # this draw's, wherever it is loaded
-        x = augment(image, self.image_size, torch.Generator().manual_seed(seed))
+        x = self.transform.augment(image, torch.Generator().manual_seed(seed))
         return {"image": x, "report": sample["txt"].decode("utf-8"),
                 "modality": self.modality_index.get(meta.get("modality"), -1), "row": key}
 
@@ -205,8 +223,8 @@ class ShardBatches:
     """Iterable of this rank's batches (``collate``'s dict format), endless; every ``iter()``
     starts again at ``start_step``. ``steps_per_epoch`` steps of all ranks see about one pass."""
 
-    def __init__(self, stream: ShardStream, workers: int):
-        self.stream, self.shards = stream, stream.paths
+    def __init__(self, stream: ShardStream, workers: int, modality_counts: dict[str, int]):
+        self.stream, self.shards, self.modality_counts = stream, stream.paths, modality_counts
         self.samples = sum(stream.counts)
         self.steps_per_epoch = self.samples // (stream.batch_size * stream.world)
         self.loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
@@ -217,11 +235,32 @@ class ShardBatches:
         return iter(self.loader)
 
 
-def shard_batches(pattern: str | Path, image_size: int, modalities: list[str], batch_size: int, seed: int,
+def modality_counts(paths: list[Path]) -> dict[str, int]:
+    """Samples per modality ("unknown" for none) from the shards.json files beside ``paths``; empty
+    when a folder has no such counts."""
+    counts = Counter()
+    for folder in {p.parent for p in paths}:
+        summary = json.loads((folder / "shards.json").read_text()) if (folder / "shards.json").is_file() else {}
+        if "per_modality" not in summary:
+            return {}
+        counts.update(summary["per_modality"])
+    return dict(counts)
+
+
+def _balanced_keep(counts: dict[str, int], pattern) -> dict[str, float]:
+    """modality -> min count / its count: the probability of keeping a sample in balanced streaming."""
+    if not counts:
+        raise ManifestError(f"{pattern}: balanced streaming needs the per-modality counts of shards.json "
+                            "(written by `medmoe data shard`)")
+    return {m: min(counts.values()) / c for m, c in counts.items()}
+
+
+def shard_batches(pattern: str | Path, transform: ImageTransform, modalities: list[str], batch_size: int, seed: int,
                   start_step: int = 0, rank: int = 0, world: int = 1, workers: int = 0,
-                  buffer: int = SHUFFLE_BUFFER) -> ShardBatches:
+                  buffer: int = SHUFFLE_BUFFER, balance: bool = False) -> ShardBatches:
     """This rank's endless, shuffled, augmented training batches from webdataset shards (see the
-    module docstring for the order); ``batch_size`` is the per-rank batch."""
+    module docstring for the order); ``batch_size`` is the per-rank batch; ``transform``: the model's
+    input (``ImageTransform.of(config)``)."""
     if not 0 <= rank < world or batch_size < 1 or start_step < 0 or workers < 0:
         raise ValueError(f"bad arguments: rank {rank}, world {world}, batch size {batch_size}, "
                          f"start step {start_step}, workers {workers}")
@@ -231,9 +270,10 @@ def shard_batches(pattern: str | Path, image_size: int, modalities: list[str], b
         raise ValueError(f"{len(paths)} shard(s) for {readers} readers ({world} process(es) x {max(workers, 1)} "
                          "worker(s)); every reader needs a shard: reshard with a smaller --shard-size or use "
                          "fewer workers / processes")
-    stream = ShardStream(paths, _count_samples(paths), image_size, modalities, batch_size, seed, start_step,
-                         rank, world, workers, buffer)
+    counts = modality_counts(paths)
+    stream = ShardStream(paths, _count_samples(paths), transform, modalities, batch_size, seed, start_step,
+                         rank, world, workers, buffer, _balanced_keep(counts, pattern) if balance else None)
     if sum(stream.counts) < batch_size * world:
         raise ValueError(f"a step takes {batch_size * world} samples ({world} x {batch_size}) but the shards "
                          f"hold {sum(stream.counts)}")
-    return ShardBatches(stream, workers)
+    return ShardBatches(stream, workers, counts)

@@ -7,6 +7,7 @@ import torch
 
 from ..data.dataset import ImageReportDataset, make_loader
 from ..data.manifest import Row
+from ..data.transforms import ImageTransform
 
 
 @dataclass
@@ -32,7 +33,7 @@ def embed_rows(model, rows: list[Row], batch_size: int = 64, workers: int = 0, p
     model.eval()
     device = next(model.parameters()).device
     by_number = {r.row: r for r in rows}
-    loader = make_loader(ImageReportDataset(rows, model.config.image_size, model.config.modalities),
+    loader = make_loader(ImageReportDataset(rows, ImageTransform.of(model.config), model.config.modalities),
                          workers=workers, batch_size=batch_size)
     keep, skipped = [], []
     parts: dict[str, list] = {k: [] for k in ("image", "text", "image_expert", "text_expert", "modality",

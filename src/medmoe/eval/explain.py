@@ -19,8 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.io import load_image
-from ..data.transforms import to_model_input, to_model_view
+from ..data.transforms import ImageTransform, to_model_view
 from .grounding import report_attention
 
 STOP_WORDS = frozenset({
@@ -78,8 +77,8 @@ def explain_figure(image, tokens: list[str], attention, out, expert=None, title:
                    max_words: int = 8) -> Path:
     """Write a PNG of ``image`` with the attention maps of its most peaked words; returns its path.
 
-    ``image``: grey [H, W] float array in [0, 1] (as ``medmoe.data.io.load_image`` returns it,
-    resized/cropped to the model's view); 3-channel model inputs are not accepted.
+    ``image``: grey [H, W] or colour [H, W, 3] float array in [0, 1] (as ``medmoe.data.io.load_image``
+    returns it, resized/cropped to the model's view); normalised model inputs are not accepted.
     ``tokens``: the report's words; ``attention``: [len(tokens), G, G], each map summing to 1.
     ``expert``: routed expert (an int prints as "expert 2", a str as given), or None.
     Each overlay is coloured on its own scale; the panel's x-label gives the map's maximum.
@@ -87,8 +86,8 @@ def explain_figure(image, tokens: list[str], attention, out, expert=None, title:
     from matplotlib.figure import Figure
 
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 2:
-        raise ValueError(f"image must be a grey [H, W] array, got shape {image.shape}")
+    if not (image.ndim == 2 or image.shape[2:] == (3,)):
+        raise ValueError(f"image must be a grey [H, W] or colour [H, W, 3] array, got shape {image.shape}")
     maps = _as_maps(attention)
     words = rank_words(tokens, maps, max_words)
 
@@ -102,7 +101,7 @@ def explain_figure(image, tokens: list[str], attention, out, expert=None, title:
     axes[0].set_title("image")
     for ax, i in zip(axes[1:], words):
         ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-        ax.imshow(upsample(maps[i], image.shape), cmap="jet", alpha=0.45)
+        ax.imshow(upsample(maps[i], image.shape[:2]), cmap="jet", alpha=0.45)
         ax.set_title(tokens[i])
         ax.set_xlabel(f"max {maps[i].max():.3f}", fontsize=8)
     for ax in axes:
@@ -123,10 +122,11 @@ def explain_figure(image, tokens: list[str], attention, out, expert=None, title:
 def explain(model, image_path, report: str, out, title: str | None = None):
     """Figure 3 for one image file and its report: each word's attention overlaid, the expert the
     report router chose named. Returns (png path, expert or None)."""
-    image = load_image(image_path)
-    size = model.config.image_size
-    routed, text, attention = report_attention(model, to_model_input(image, size)[None], [report])
+    transform = ImageTransform.of(model.config)
+    image = transform.load(image_path)
+    routed, text, attention = report_attention(model, transform(image)[None], [report])
     expert = int(routed.expert[0]) if routed.router_logits is not None else None
-    png = explain_figure(to_model_view(image, size).numpy(), text.tokens[0], attention[0, : int(text.lengths[0])],
-                         out, expert=expert, title=title)
+    view = to_model_view(image, transform.size)  # [S, S] grey, [3, S, S] colour
+    png = explain_figure((view if view.ndim == 2 else view.movedim(0, -1)).numpy(), text.tokens[0],
+                         attention[0, : int(text.lengths[0])], out, expert=expert, title=title)
     return png, expert

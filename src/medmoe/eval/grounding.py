@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..data.io import load_image
 from ..data.manifest import Row
-from ..data.transforms import to_model_input, to_model_view
+from ..data.transforms import ImageTransform, to_model_view
 from ..losses import word_attention
 
 
@@ -42,15 +42,15 @@ def _word_scores(attention: torch.Tensor, mask: torch.Tensor) -> tuple[float, fl
 
 
 def grounding_scores(model, rows: list[Row], batch_size: int = 32) -> dict:
-    size = model.config.image_size
+    transform = ImageTransform.of(model.config)
     cases = [r for r in rows if r.mask is not None and r.labels and r.labels[0] != "normal"]
     per: dict[str, list[tuple[float, float, float]]] = {}
     for start in range(0, len(cases), batch_size):
         batch, images, masks = [], [], []
         for r in cases[start : start + batch_size]:
             try:
-                images.append(to_model_input(load_image(r.image), size))
-                masks.append(to_model_view(load_image(r.mask), size) > 0.5)
+                images.append(transform(transform.load(r.image)))
+                masks.append(to_model_view(load_image(r.mask), transform.size) > 0.5)
                 batch.append(r)
             except ValueError:
                 continue
@@ -73,3 +73,4 @@ def _summary(values: list[tuple[float, float, float]]) -> dict:
     hit, mass, area = np.array(values).mean(0)
     return {"pointing_game": float(hit), "attention_in_mask": float(mass), "uniform_pointing_game": float(area),
             "uniform_attention_in_mask": float(area), "n_words": len(values)}
+

@@ -11,6 +11,7 @@ report-conditioned routing; ``label``: the modality label; ``image``). Without a
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -113,9 +114,14 @@ class MedMoE(nn.Module):
         """``tokenizer``: a folder with the tokenizer files (default: the text model's own)."""
         super().__init__()
         self.config = config
-        self.image = ImageEncoder(config)
-        self.text = TextEncoder(config, tokenizer and str(tokenizer))
+        built = dataclasses.replace(config, backbone=None, text_pretrained=False) if config.init else config
+        self.image = ImageEncoder(built)
+        self.text = TextEncoder(built, tokenizer and str(tokenizer))
         self.text_router = Router(config.embed_dim, config.router_hidden, config.num_experts) if config.moe else None
+        if config.init:  # the init's weights replace the backbone's and the text encoder's
+            from .init import load_init
+
+            load_init(self, config.init)
 
     # ----------------------------------------------------------------------------- encoders
     def encode_image(self, images: torch.Tensor, expert: torch.Tensor | None = None,
@@ -171,7 +177,7 @@ class MedMoE(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         config = self.config.to_dict() | {
-            "backbone": None, "swin": self.image.backbone.architecture(),
+            "backbone": None, "init": None, "swin": self.image.backbone.architecture(),
             "text_pretrained": False, "text": self.text.architecture(),
         }
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ import torch
 from .. import distributed
 from ..config import MedMoEConfig
 from ..data.dataset import ImageReportDataset, ResumableBatches, make_loader
+from ..data.transforms import ImageTransform
 from ..data.manifest import read_manifest
 from ..errors import ConfigError, ManifestError, TrainingError
 from ..losses import MedMoELoss
@@ -34,16 +36,10 @@ from ..runs import latest_checkpoint
 from ..seeding import derive_seed
 from .args import TrainArgs
 from .checkpoint import load_checkpoint, save_checkpoint
-from .step import forward_backward, split_batch
+from .optim import build_optimizer, build_scheduler
+from .step import forward_backward, loss_inputs, split_batch
 
 MAX_NONFINITE = 10  # consecutive non-finite steps before the run stops
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
 class _Log:
@@ -89,7 +85,7 @@ def _is_shards(data: str) -> bool:
 
 def _training_data(args: TrainArgs, config: MedMoEConfig, proc, start: int, per_rank: int):
     """(batches of this rank from step ``start``, training samples, steps per epoch, val rows,
-    unusable manifest rows)."""
+    unusable manifest rows, training samples per modality)."""
     try:
         return _open_data(args, config, proc, start, per_rank)
     except ValueError as exc:  # e.g. fewer shards than readers, or a batch larger than the data
@@ -100,20 +96,50 @@ def _open_data(args: TrainArgs, config: MedMoEConfig, proc, start: int, per_rank
     if _is_shards(args.data):
         from ..data.shards import shard_batches
 
-        stream = shard_batches(args.data, config.image_size, config.modalities, per_rank, args.seed, start,
-                               proc.rank, proc.world, args.workers)
+        stream = shard_batches(args.data, ImageTransform.of(config), config.modalities, per_rank, args.seed, start,
+                               proc.rank, proc.world, args.workers, balance=args.balance == "modality")
         val = read_manifest(args.val).split("val") if args.val else []
-        return iter(stream), stream.samples, stream.steps_per_epoch, val, []
+        return iter(stream), stream.samples, stream.steps_per_epoch, val, [], stream.modality_counts
     manifest = read_manifest(args.data)
     rows = manifest.split("train")
     if not rows:
         raise ManifestError(f"{args.data}: no usable training row ({len(manifest.unusable)} unusable of "
                             f"{manifest.total}; see `medmoe data check {args.data}`)")
     val = read_manifest(args.val).split("val") if args.val else manifest.split("val")
-    sampler = ResumableBatches(len(rows), per_rank, args.seed, start, proc.rank, proc.world)
-    loader = make_loader(ImageReportDataset(rows, config.image_size, config.modalities), sampler, args.workers,
+    known = {m: i for i, m in enumerate(config.modalities)}
+    groups = [known.get(r.modality, -1) for r in rows] if args.balance == "modality" else None
+    sampler = ResumableBatches(len(rows), per_rank, args.seed, start, proc.rank, proc.world, groups)
+    loader = make_loader(ImageReportDataset(rows, ImageTransform.of(config), config.modalities), sampler, args.workers,
                          args.seed)
-    return iter(loader), len(rows), sampler.steps_per_epoch, val, manifest.unusable
+    counts = Counter(r.modality or "unknown" for r in rows)
+    return iter(loader), len(rows), sampler.steps_per_epoch, val, manifest.unusable, counts
+
+
+def aux_class_weights(model, modality_counts: dict[str, int]) -> torch.Tensor:
+    """[K] weights of the auxiliary loss's classes (the experts the modalities are assigned to):
+    inverse frequency in the training data, n / (classes present x n_k), 0 for an absent class."""
+    counts = torch.zeros(model.config.num_experts, dtype=torch.float64)
+    for name, n in modality_counts.items():
+        target = int(model.expert_targets(model.modality_index([name]))[0])
+        if target >= 0:
+            counts[target] += n
+    present = counts > 0
+    return torch.where(present, counts.sum() / (present.sum() * counts).clamp(min=1), 0.0).float()
+
+
+@torch.no_grad()
+def validation_loss(model, criterion, rows, batch_size: int, device, autocast) -> float:
+    """The training loss (eval mode, text routing as in training) averaged over the rows."""
+    loader = make_loader(ImageReportDataset(rows, ImageTransform.of(model.config), model.config.modalities),
+                         batch_size=batch_size)
+    model.eval()
+    total, n = 0.0, 0
+    for batch in loader:
+        if len(batch["reports"]) >= 2:  # a contrastive loss needs negatives
+            with autocast():
+                total += criterion(**loss_inputs(model, model, batch, device))["total"].item() * len(batch["reports"])
+            n += len(batch["reports"])
+    return total / max(n, 1)
 
 
 def train(config: MedMoEConfig, args: TrainArgs) -> dict:
@@ -152,7 +178,8 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
     if _is_shards(args.data) and "workers" in resumed:  # the shard order depends on the number of readers
         args = dataclasses.replace(args, workers=resumed["workers"])
     per_rank = args.batch_size * args.accum_steps
-    batches, samples, steps_per_epoch, val_rows, unusable = _training_data(args, config, proc, start, per_rank)
+    batches, samples, steps_per_epoch, val_rows, unusable, modality_counts = _training_data(args, config, proc, start,
+                                                                                            per_rank)
     steps = math.ceil(args.epochs * steps_per_epoch) if args.epochs is not None else args.steps
 
     if proc.main:
@@ -164,16 +191,17 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     raw = (resumed_model or MedMoE(config)).to(proc.device).train()
     params = [p for p in raw.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    warmup = min(args.warmup, steps // 5)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, steps))
+    optimizer = build_optimizer(raw, args)
+    scheduler = build_scheduler(optimizer, args, steps)
+    plateau = args.schedule == "plateau"
+    if plateau and not val_rows:
+        raise ConfigError("the plateau schedule follows the validation loss: the data needs a val split (or --val)")
     if resume_from:
         load_checkpoint(resume_from, optimizer, scheduler)
+    aux_weight = aux_class_weights(raw, modality_counts).to(proc.device) if args.aux_class_weight else None
     criterion = MedMoELoss(config.temp1, config.temp2, config.temp3, config.local_agg,
-                           config.w_global, config.w_local, config.w_aux, gather_local=args.gather_local)
+                           config.w_global, config.w_local, config.w_aux, gather_local=args.gather_local,
+                           aux_class_weight=aux_weight)
     model = raw
     if proc.world > 1:
         if args.sync_bn:
@@ -188,12 +216,16 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
                                                                     "world": proc.world, "workers": args.workers})
 
     def evaluate(step):
-        if not val_rows or not proc.main:
-            return {}
-        scores = held_out_scores(raw, val_rows)
-        log.skip([{**s, "stage": "val"} for s in scores.pop("skipped")])
-        log.write({"step": step, "split": "val", **scores})
-        raw.train()
+        scores = {}
+        if val_rows and proc.main:
+            scores = held_out_scores(raw, val_rows)
+            log.skip([{**s, "stage": "val"} for s in scores.pop("skipped")])
+            if plateau:
+                scores["loss"] = validation_loss(raw, criterion, val_rows, args.batch_size, proc.device, autocast)
+            log.write({"step": step, "split": "val", **scores})
+            raw.train()
+        if plateau:  # every rank's learning rate follows rank 0's validation loss
+            scheduler.step(distributed.broadcast_object(scores.get("loss")))
         return scores
 
     def barrier():  # the others wait while rank 0 evaluates or writes
@@ -238,10 +270,11 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
             nonfinite = 0 if finite else nonfinite + 1
             rate = len(batch["reports"]) * proc.world / (time.perf_counter() - t0)
             record = {"step": step + 1, "split": "train", **{k: round(v.item(), 5) for k, v in losses.items()},
-                      "lr": scheduler.get_last_lr()[0], "grad_norm": round(float(grad_norm), 4),
+                      "lr": optimizer.param_groups[0]["lr"], "grad_norm": round(float(grad_norm), 4),
                       "images_per_s": round(rate, 2), "epoch": round((step + 1) / steps_per_epoch, 4),
                       "time_s": round(time.perf_counter() - began, 3)}
-        scheduler.step()
+        if not plateau:
+            scheduler.step()
         step += 1
         bar.update(1)
         wait, compute = wait + (t1 - t0), compute + (time.perf_counter() - t1)
