@@ -97,7 +97,7 @@ def main():
     from transformers import AutoTokenizer
 
     vocab = len(AutoTokenizer.from_pretrained(resolve_text_source(tokenizer)))
-    config = load_config(args.preset, text={"vocab_size": vocab})
+    config = load_config(args.preset, text={"vocab_size": vocab}, text_pretrained=False)
     size = config.image_size
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "preset": args.preset, "precision": "bf16" if autocast is not contextlib.nullcontext else "fp32",

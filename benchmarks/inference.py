@@ -33,7 +33,7 @@ def median_seconds(fn, repeats):
 
 def encode_images_per_s(preset, batch, repeats):
     torch.manual_seed(0)
-    model = MedMoE(load_config(preset)).eval()
+    model = MedMoE(load_config(preset, text_pretrained=False)).eval()  # the architecture is all it times
     size = model.config.image_size
     images = torch.randn(batch, 3, size, size)
 

@@ -1,6 +1,9 @@
+import pytest
 import torch
 
 import medmoe
+from medmoe.config import load_config
+from medmoe.errors import ConfigError
 
 REPORTS = ["Moderate left pleural effusion.", "T2-weighted images: no focal lesion in the brain parenchyma.", "Normal."]
 
@@ -66,3 +69,11 @@ def test_empty_report_is_a_clear_error(tiny):
 
     with pytest.raises(ValueError, match="report 1 has no words"):
         tiny.encode_text(["fine", " ... "])
+
+
+def test_pretrained_text_weights_that_cannot_be_had_are_an_error(tmp_path):
+    paper = load_config("paper")
+    assert paper.text_pretrained and paper.colour == "rgb"  # the paper preset asks for Bio_ClinicalBERT's weights
+    (tmp_path / "bert").mkdir()
+    with pytest.raises(ConfigError, match=r"cannot load the pretrained text weights '.*bert'.*text_pretrained=false"):
+        medmoe.create_model("tiny", text_pretrained=True, text_model=str(tmp_path / "bert"))

@@ -15,6 +15,8 @@ import re
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 WORD = re.compile(r"\w+")
 
 
@@ -40,6 +42,19 @@ def text_architecture(name: str, overrides: dict) -> dict:
     return {**AutoConfig.from_pretrained(resolve_text_source(name)).to_diff_dict(), **overrides}
 
 
+def _pretrained(name: str):
+    """The pretrained weights of text model ``name``, or a clear error (never random weights)."""
+    from transformers import AutoModel
+
+    source = resolve_text_source(name)
+    try:
+        return AutoModel.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the pretrained text weights {name!r} (tried {source!r} as a local folder, "
+                          f"then the Hugging Face hub and its cache: {str(exc).splitlines()[0]}); set text_model to a "
+                          "local folder holding them, or text_pretrained=false to train from random weights") from None
+
+
 class TextEncoder(nn.Module):
     """Reports -> word embeddings [B, N, D], lengths [B], global embedding t_g [B, D]."""
 
@@ -49,7 +64,7 @@ class TextEncoder(nn.Module):
         from transformers import AutoConfig, AutoModel
 
         if config.text_pretrained:
-            self.encoder = AutoModel.from_pretrained(resolve_text_source(config.text_model))
+            self.encoder = _pretrained(config.text_model)
             self.encoder.pooler = None  # unused; loaded and dropped so its weights are not reported as unexpected
         else:
             arch = AutoConfig.for_model(**text_architecture(config.text_model, config.text))
