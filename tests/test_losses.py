@@ -209,6 +209,7 @@ def test_local_gradients_match_gloria(agg):
     assert (gw1[pad] == 0).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agg", ["sum", "mean"])
 def test_local_chunked_equals_unchunked(agg):
     regions, words, lengths = make_inputs(lengths=(2, 6, 1, 4, 8, 3, 5), seed=5)
@@ -338,7 +339,7 @@ def test_medmoe_loss_total_is_weighted_sum():
     assert set(out) == {"global", "local", "aux", "total"}
     glob = sum(ref_global_loss(img, txt))
     loc = sum(ref_local_loss(regions, words, lengths, agg="mean")[:2])
-    aux = auxiliary_loss(router[0], target) + auxiliary_loss(router[1], target)
+    aux = (auxiliary_loss(router[0], target) + auxiliary_loss(router[1], target)) / 2  # lambda applies once
     assert abs(out["global"].item() - glob.item()) < 1e-6
     assert abs(out["local"].item() - loc.item()) < 1e-6
     assert abs(out["aux"].item() - aux.item()) < 1e-12
@@ -406,3 +407,19 @@ def test_local_similarity_matches_gloria_zero_shot_and_training_scores():
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="agg"):
         local_similarity(regions, words, lengths, agg="median")
+
+
+def test_auxiliary_class_weight_is_a_weighted_mean_and_lifts_the_rare_class():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    target = torch.tensor([0, 0, 0, 0, 0, 1, 2, -1])
+    weight = torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64)
+    expected = nn.functional.cross_entropy(logits[:7], target[:7], weight=weight)  # unknown row dropped
+    torch.testing.assert_close(auxiliary_loss(logits, target, weight), expected)
+    torch.testing.assert_close(auxiliary_loss(logits, target, torch.ones(3, dtype=torch.float64)),
+                               auxiliary_loss(logits, target))
+    rare = logits.clone().requires_grad_()
+    auxiliary_loss(rare, target, weight).backward()
+    plain = logits.clone().requires_grad_()
+    auxiliary_loss(plain, target).backward()
+    assert rare.grad[6].abs().sum() > plain.grad[6].abs().sum()  # the rare class's row pulls harder

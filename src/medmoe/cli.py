@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import VARIANTS, list_presets, load_config, parse_overrides, variant_of
+from .config import VARIANTS, list_presets, list_recipes, load_config, parse_overrides, variant_of
 from .errors import ConfigError, DataError, ManifestError, TrainingError
 from .options import add_options, given_options
 from .train.args import TrainArgs
@@ -26,8 +26,18 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="override a config field, e.g. --set num_experts=4 --set swin.embed_dim=32 (repeatable)")
 
 
+def _add_recipe_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default="default", choices=list_recipes(),
+                   help="training recipe (src/medmoe/recipes/): optimiser, schedule, clipping, epochs, loss weights, "
+                   "temperatures and text settings; options and --set given here override it (default: default)")
+    p.add_argument("--freeze-text", action="store_true", default=None,
+                   help="keep the text encoder's weights fixed (--set freeze_text=true)")
+
+
 def _config(args):
-    return load_config(args.preset, getattr(args, "variant", "medmoe"), **parse_overrides(args.overrides))
+    given = {"freeze_text": True} if getattr(args, "freeze_text", None) else {}
+    return load_config(args.preset, getattr(args, "variant", "medmoe"), getattr(args, "recipe", "default"),
+                       **given, **parse_overrides(args.overrides))
 
 
 def _write_json(path: str | None, payload: dict) -> None:
@@ -171,7 +181,7 @@ def cmd_label_modality(args) -> int:
 
 
 def _train_args(args) -> TrainArgs:
-    return TrainArgs(**given_options(args, TrainArgs))
+    return TrainArgs.from_recipe(**given_options(args, TrainArgs))
 
 
 def cmd_train(args) -> int:
@@ -357,19 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="medmoe (default), or a baseline: static (one multi-scale head), single-scale "
                    "(stage-3 features only), soft-moe (all experts, router-weighted)")
     _add_model_options(p)
+    _add_recipe_options(p)
     add_options(p, TrainArgs)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="MedSynth, MedMoE vs the static baseline, evaluation and report.md",
                        description="Generate MedSynth, train MedMoE and the static baseline with the same seed and "
-                       "steps (each time-boxed), evaluate both on the test split and write report.md.")
+                       "number of steps, evaluate both on the test split and write report.md. --minutes boxes the "
+                       "time once: the first model's pace over its first steps fixes the steps every model trains.")
     p.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
     p.add_argument("--n", type=int, default=3000, help="MedSynth images (default: 3000)")
     p.add_argument("--variants", nargs="+", default=["medmoe", "static"], choices=list(VARIANTS),
                    help="models to train and compare (default: medmoe static)")
     _add_model_options(p)
+    _add_recipe_options(p)
     add_options(p, TrainArgs, skip=("data", "out", "resume", "val"), defaults={"steps": 240, "time_limit": 8.0},
-                flags={"time_limit": "--minutes"})  # each model's steps and time box
+                flags={"time_limit": "--minutes"})  # every model's steps; the time box that can lower them
     p.set_defaults(func=cmd_demo, preset="small", resume=None)
 
     p = sub.add_parser("eval", help="evaluate a trained model (zero-shot, retrieval, probing, routing, grounding)",

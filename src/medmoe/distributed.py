@@ -111,6 +111,15 @@ class _AllReduce(torch.autograd.Function):
         return grad
 
 
+def broadcast_object(value):
+    """Rank 0's ``value`` on every rank (``value`` as it is outside distributed training)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gather_lists(items: list) -> list:
     """Every rank's list, concatenated in rank order (on every rank)."""
     if not is_distributed():

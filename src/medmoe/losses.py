@@ -343,21 +343,24 @@ def local_contrastive_loss(
     return i2t, t2i
 
 
-def auxiliary_loss(logits: Tensor, target: Tensor) -> Tensor:
+def auxiliary_loss(logits: Tensor, target: Tensor, class_weight: Tensor | None = None) -> Tensor:
     """Auxiliary report-type loss of Sec. 4.5, ``L_aux = CE(W_c t_g, y)``.
 
     ``logits`` [B, K] (the router / report-type classifier output), ``target`` [B] with
     ``-1`` for an unknown type, which is ignored. Returns the mean cross-entropy over the
-    labelled samples, or a zero that keeps the graph to ``logits`` when none is labelled.
-    Computed without a data-dependent branch (no host sync).
+    labelled samples (with ``class_weight`` [K], the weighted mean, as ``F.cross_entropy``'s
+    ``weight``: a rare class can count as much as a common one), or a zero that keeps the graph to
+    ``logits`` when none is labelled. Computed without a data-dependent branch (no host sync).
     """
     if logits.dim() != 2 or target.shape != logits.shape[:1]:
         raise ValueError(f"expected logits [B, K] and target [B], got {tuple(logits.shape)}, {tuple(target.shape)}")
     target = target.to(device=logits.device, dtype=torch.long)
     known = target >= 0
-    per = F.cross_entropy(upcast(logits), target.clamp(min=0), reduction="none")
+    target = target.clamp(min=0)
+    per = F.cross_entropy(upcast(logits), target, reduction="none")
     per = torch.where(known, per, torch.zeros_like(per))
-    return per.sum() / known.sum().clamp(min=1).to(per.dtype)
+    weight = known.to(per.dtype) if class_weight is None else class_weight.to(per)[target] * known
+    return (per * weight).sum() / weight.sum().clamp(min=1e-12)
 
 
 class MedMoELoss(torch.nn.Module):
@@ -365,8 +368,9 @@ class MedMoELoss(torch.nn.Module):
 
     ``L_global`` and ``L_local`` are the sums of both directions (image -> text and
     text -> image) of the Sec. 4.4 losses, as GLoRIA's training code adds them;
-    ``L_aux`` (Sec. 4.5) is summed over the router logits given (e.g. image-side and
-    report-side routers). Under distributed training the global
+    ``L_aux`` (Sec. 4.5) is the mean over the router logits given (image-side and report-side
+    routers), so lambda weighs the auxiliary task once however many routers learn it. Under
+    distributed training the global
     loss is computed against every rank's samples; the local one too with ``gather_local``.
     With ``w_local=0`` the local loss is not computed at all.
     """
@@ -383,6 +387,7 @@ class MedMoELoss(torch.nn.Module):
         *,
         block_bytes: int | None = None,
         gather_local: bool = False,
+        aux_class_weight: Tensor | None = None,
     ) -> None:
         super().__init__()
         check_agg(agg)
@@ -390,6 +395,7 @@ class MedMoELoss(torch.nn.Module):
         self.w_global, self.w_local, self.w_aux = w_global, w_local, w_aux
         self.block_bytes = block_bytes  # local-loss block budget (None: LOCAL_BLOCK_BYTES)
         self.gather_local = gather_local
+        self.aux_class_weight = aux_class_weight  # [K] weights of the auxiliary loss's classes (None: equal)
 
     def forward(
         self,
@@ -414,6 +420,6 @@ class MedMoELoss(torch.nn.Module):
         if aux_target is None or not logits:
             aux = torch.zeros((), dtype=glob.dtype, device=glob.device)
         else:
-            aux = sum(auxiliary_loss(x, aux_target) for x in logits)
+            aux = sum(auxiliary_loss(x, aux_target, self.aux_class_weight) for x in logits) / len(logits)
         total = self.w_global * glob + self.w_local * loc + self.w_aux * aux
         return {"global": glob, "local": loc, "aux": aux, "total": total}

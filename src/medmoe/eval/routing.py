@@ -21,6 +21,8 @@ def routing_scores(model, emb: Embeddings) -> dict:
         out[side] = {
             "accuracy": float((chosen[known] == target[known]).float().mean()) if known.any() else float("nan"),
             "confusion": confusion.tolist(),
+            "per_modality": {m: row[i % k].item() / row.sum().item() for i, (m, row) in enumerate(zip(modalities, confusion))
+                             if row.sum()},  # share of modality m's images sent to its expert (m's index mod K)
             "load": (torch.bincount(chosen, minlength=k).float() / len(chosen)).tolist(),
         }
     return out

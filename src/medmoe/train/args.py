@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..config import load_recipe
 from ..options import check_choices, option
 
 
@@ -38,6 +39,23 @@ class TrainArgs:
     device: str = option("auto", "auto: cuda when available", choices=("auto", "cpu", "cuda"))
     precision: str = option("auto", "auto: bf16 autocast on GPU (TF32 on), fp32 on CPU",
                             choices=("auto", "bf16", "fp32"))
+    optimizer: str = option("adamw", "adamw, or adam (the paper's and GLoRIA's)", choices=("adamw", "adam"))
+    schedule: str = option("cosine", "cosine: linear warm-up then cosine decay; plateau: halve the learning rate "
+                           "when the validation loss has not improved for --plateau-patience evaluations (GLoRIA); "
+                           "constant", choices=("cosine", "plateau", "constant"))
+    plateau_patience: int = option(5, "evaluations without improvement before the plateau schedule halves the lr")
+    router_lr_mult: float = option(1.0, "learning-rate multiplier of both routers")
+    balance: str = option("none", "modality: every modality sampled equally often (manifests and shards)",
+                          choices=("none", "modality"))
+    aux_class_weight: bool = option(False, "weight the auxiliary loss by the inverse modality frequency of the "
+                                    "training data")
+    recipe: str = "default"  # the recipe these settings came from (medmoe/recipes/NAME.json)
 
     def __post_init__(self):
         check_choices(self)
+
+    @classmethod
+    def from_recipe(cls, **given) -> "TrainArgs":
+        """The settings of recipe ``given["recipe"]`` (default: default; ``medmoe/recipes/NAME.json``),
+        then ``given``."""
+        return cls(**{**load_recipe(given.get("recipe", "default"))["train"], **given})
