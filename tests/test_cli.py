@@ -21,7 +21,7 @@ def test_every_subcommand_has_help(command, capsys):
     (["config", "--preset", "huge"], "unknown preset 'huge'"),
     (["config", "--set", "num_experts"], "--set expects key=value"),
     (["config", "--set", "num_experts=many"], "'num_experts' must be int"),
-    (["flops", "--set", "colour=red"], "unknown config key(s): colour"),
+    (["flops", "--set", "flavour=red"], "unknown config key(s): flavour"),
 ])
 def test_user_errors_are_one_line_with_exit_status_2(argv, message, capsys):
     assert main(argv) == 2
