@@ -130,3 +130,15 @@ def test_write_report_missing_keys(tmp_path):
     assert "0.500" in _row(report, "all") and "| - |" in _row(report, "all")
     assert "No linear-probe results." in report and "no training log" in report
     assert not (tmp_path / "loss_curves.png").exists()
+
+
+def test_report_flags_unequal_budgets(tmp_path):
+    results = {"medmoe": _variant(0.6, routing=True), "static": _variant(0.5, routing=False)}
+    short = tmp_path / "s.jsonl"
+    short.write_text("\n".join(line for line in _log(short, 0.3).read_text().splitlines()
+                               if json.loads(line)["step"] <= 60) + "\n")
+    report = write_report(tmp_path / "r", results, {"medmoe": _log(tmp_path / "m.jsonl", 0.0), "static": short})
+    text = report.read_text()
+    assert "**Unequal budgets**: `medmoe` 200, `static` 60 steps" in text and "same number of steps" not in text
+    equal = write_report(tmp_path / "e", results, {"medmoe": tmp_path / "m.jsonl", "static": tmp_path / "m.jsonl"})
+    assert "Every variant trained the same number of steps: 200." in equal.read_text()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runs import trained_steps
+
 LOSSES = ("total", "global", "local", "aux")
 SMOOTH = 5  # points in the running mean drawn over the raw loss
 # (column name, path into the eval JSON from a per-modality / overall block)
@@ -275,17 +277,36 @@ def _what_was_run(results: dict[str, dict]) -> str:
             "image-text retrieval, linear probe, routing and word grounding, as computed by `medmoe eval all`.")
 
 
+def _steps(path) -> int | None:
+    """Steps a run trained, from its newest checkpoint (the run folder holds ``path``, its metrics.jsonl),
+    else from the last train step logged; None without either."""
+    logged = [r["step"] for r in _read_log(path) if r.get("split") == "train" and "step" in r]
+    checkpointed = trained_steps(Path(path).parent)
+    return checkpointed if checkpointed is not None else max(logged, default=None)
+
+
+def _budget(steps: dict[str, int | None]) -> str:
+    """Whether the variants trained the same number of steps (the only fair comparison)."""
+    known = {v: s for v, s in steps.items() if s is not None}
+    if len(known) < 2:
+        return ""
+    if len(set(known.values())) == 1:
+        return f"Every variant trained the same number of steps: {next(iter(known.values()))}."
+    return ("**Unequal budgets**: " + ", ".join(f"`{v}` {s}" for v, s in known.items())
+            + " steps; differences between variants may come from the budget.")
+
+
 def _log_summary(logs: dict[str, str | Path]) -> list[str]:
-    """One line per variant: last train step and the last validation retrieval."""
-    lines = []
+    """Whether the budgets were equal, then one line per variant: steps trained and the last validation retrieval."""
+    steps = {v: _steps(path) for v, path in logs.items()}
+    budget = _budget(steps)
+    lines = [budget, ""] if budget else []
     for v, path in logs.items():
-        rows = _read_log(path)
-        steps = [r["step"] for r in rows if r.get("split") == "train" and "step" in r]
-        val = [r for r in rows if r.get("split") == "val"]
-        if not steps:
+        val = [r for r in _read_log(path) if r.get("split") == "val"]
+        if steps[v] is None:
             lines.append(f"- `{v}`: no training log at `{path}`.")
             continue
-        text = f"- `{v}`: {max(steps)} steps"
+        text = f"- `{v}`: {steps[v]} steps"
         if val:
             last = val[-1]
             text += (f"; last validation (step {last.get('step', '-')}, n={last.get('n', '-')}): "
