@@ -70,9 +70,9 @@ def _variant(base: float, routing: bool) -> dict:
                      "per_modality": per(["accuracy", "balanced_accuracy", "macro_auc"], 70)},
         "retrieval": {**{k: base / 10 for k in ret_keys}, "n": 290, "per_modality": per(ret_keys, 70)},
         "linear_probe": {"seeds": 3, "fractions": {
-            "0.01": {"accuracy_mean": base - 0.2, "accuracy_std": 0.05, "n_train": 24},
-            "0.1": {"accuracy_mean": base - 0.1, "accuracy_std": 0.04, "n_train": 240},
-            "1.0": {"accuracy_mean": base + 0.05, "accuracy_std": 0.01, "n_train": 2400}}},
+            "0.01": {"accuracy_mean": base - 0.2, "accuracy_sd": 0.05, "n_train": 24},
+            "0.1": {"accuracy_mean": base - 0.1, "accuracy_sd": 0.04, "n_train": 240},
+            "1.0": {"accuracy_mean": base + 0.05, "accuracy_sd": 0.01, "n_train": 2400}}},
         "routing": {"modalities": MODALITIES, "num_experts": 0},
         "grounding": {"pointing_game": 0.35, "attention_in_mask": 0.2, "uniform_pointing_game": 0.05,
                       "uniform_attention_in_mask": 0.05, "n_words": 300},
@@ -81,7 +81,9 @@ def _variant(base: float, routing: bool) -> dict:
         confusion = (np.eye(4) * 70).astype(int).tolist()
         confusion[1][2] = 1
         result["routing"].update(num_experts=4, image={"accuracy": 0.98, "confusion": confusion,
-                                                       "load": [0.24, 0.25, 0.25, 0.26]},
+                                                       "load": [0.24, 0.25, 0.25, 0.26],
+                                                       "per_modality": {"xray": 1.0, "ct": 70 / 71, "mri": 1.0,
+                                                                        "ultrasound": 1.0}},
                                  text={"accuracy": 1.0, "confusion": confusion, "load": [0.25] * 4})
     return result
 
@@ -107,7 +109,7 @@ def test_write_report(tmp_path):
     path = write_report(tmp_path / "report", results, logs, figures=[attention_png, tmp_path / "gone.png"])
     report = path.read_text()
 
-    assert report.count("| xray |") == 1
+    assert sum(line.startswith("| xray |") for line in report.splitlines()) == 1
     ct = _row(report, "ct")  # index 1: medmoe 0.610, static 0.510
     assert "**0.610**" in ct and "0.510" in ct and ct.index("0.610") < ct.index("0.510")
     overall = _row(report, "all")
@@ -116,6 +118,7 @@ def test_write_report(tmp_path):
     assert "- (-)" in _row(report, "xray")  # the fake results have no per-modality grounding
     assert "**0.400** ± 0.050 (n=24)" in _row(report, "1 %") and "0.300 ± 0.050" in _row(report, "1 %")
     assert "0.980" in _row(report, "medmoe") and "| static | 0 | - |" in report
+    assert "| medmoe | image | 1.000 | 0.986 | 1.000 | 1.000 |" in report  # each modality's routing accuracy
     assert "figure not found" in report
     for name in ("loss_curves.png", "routing_confusion.png", "attn_0.png"):
         assert f"]({name})" in report

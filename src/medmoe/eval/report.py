@@ -138,7 +138,7 @@ def modality_table(results: dict[str, dict]) -> list[str]:
 
 
 def probe_table(results: dict[str, dict]) -> list[str]:
-    """Rows = label fractions; one "mean ± std (n_train)" column per variant."""
+    """Rows = label fractions; one "mean ± sd (n_train)" column per variant."""
     probes = {v: _fractions(res.get("linear_probe")) for v, res in results.items()}
     fractions = sorted({f for p in probes.values() for f in p})
     if not fractions:
@@ -149,8 +149,8 @@ def probe_table(results: dict[str, dict]) -> list[str]:
         row = [f"{f * 100:g} %"]
         for mean, v in zip(means, results):
             block = probes[v].get(f)
-            std, n = _get(block, "accuracy_std"), _get(block, "n_train")
-            row.append("-" if block is None else f"{mean} ± {_fmt(std)} (n={'-' if n is None else n})")
+            sd, n = _get(block, "accuracy_sd"), _get(block, "n_train")
+            row.append("-" if block is None else f"{mean} ± {_fmt(sd)} (n={'-' if n is None else n})")
         rows.append(row)
     return _table(["labelled fraction", *results], rows)
 
@@ -169,7 +169,22 @@ def routing_table(results: dict[str, dict]) -> list[str]:
             row += [_fmt(_get(routing, router, "accuracy")), _load(_get(routing, router, "load"))]
         rows.append(row)
     header = ["variant", "experts", "image router acc", "image load", "text router acc", "text load"]
-    return _table(header, rows)
+    return _table(header, rows) + ["", *routing_modality_table(results)]
+
+
+def routing_modality_table(results: dict[str, dict]) -> list[str]:
+    """Per variant and router: the share of each modality's images sent to its own expert."""
+    rows = []
+    for v, res in results.items():
+        routing = res.get("routing") or {}
+        for router in ("image", "text"):
+            per = _get(routing, router, "per_modality") or {}
+            if per:
+                rows.append([v, router, *(_fmt(per.get(m)) for m in routing["modalities"])])
+    if not rows:
+        return []
+    modalities = next(r["routing"]["modalities"] for r in results.values() if (r.get("routing") or {}).get("image"))
+    return _table(["variant", "router", *modalities], rows)
 
 
 # ---------------------------------------------------------------- figures
@@ -330,7 +345,7 @@ def write_report(out_dir, results: dict[str, dict], logs: dict[str, str | Path],
               "for that metric and row.", ""]
     lines += modality_table(results) + [""]
 
-    lines += ["## Linear probe", "", "Accuracy, mean ± std over seeds; n = labelled training images.", ""]
+    lines += ["## Linear probe", "", "Accuracy, mean ± sd over seeds; n = labelled training images.", ""]
     lines += probe_table(results) + [""]
 
     lines += ["## Routing", "", "Router accuracy = share of images (reports) sent to their modality's expert; "
