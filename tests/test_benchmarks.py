@@ -4,6 +4,10 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a subprocess that trains and times the tiny preset
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

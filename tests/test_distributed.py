@@ -93,6 +93,8 @@ def ranks(tmp_path_factory):
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
 
 
+@pytest.mark.ddp
+@pytest.mark.slow
 def test_all_gather_with_grad_pads_and_orders_ranks(ranks):
     for rank, r in enumerate(ranks):
         gathered, offset = r["gather"]
@@ -101,6 +103,8 @@ def test_all_gather_with_grad_pads_and_orders_ranks(ranks):
         assert gathered[0] == [1.0, 1.0, 0.0] and gathered[3] == [2.0, 2.0, 2.0]
 
 
+@pytest.mark.ddp
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["global", "local"])
 def test_gathered_loss_equals_single_process_on_concatenated_batch(ranks, name):
     full = batch()
@@ -119,6 +123,8 @@ def test_gathered_loss_equals_single_process_on_concatenated_batch(ranks, name):
         torch.testing.assert_close(torch.cat(got), exp, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.ddp
+@pytest.mark.slow
 def test_sync_batchnorm_experts_equal_single_process_on_concatenated_batch(ranks):
     mixture, pyramid, expert, weight = experts_and_input()
     out = mixture(pyramid, expert)
@@ -161,6 +167,8 @@ def torchrun(data, out, *extra):
     return done
 
 
+@pytest.mark.ddp
+@pytest.mark.slow
 def test_two_process_training_writes_checkpoints_and_resumes_exactly(tmp_path, medsynth):
     torchrun(medsynth, tmp_path / "run")
     run = tmp_path / "run"
@@ -183,6 +191,8 @@ def test_two_process_training_writes_checkpoints_and_resumes_exactly(tmp_path, m
     assert final.keys() == resumed.keys() and all(torch.equal(final[k], resumed[k]) for k in final)
 
 
+@pytest.mark.ddp
+@pytest.mark.slow
 def test_two_process_training_with_unreadable_images_on_both_ranks(tmp_path, medsynth):
     """Ranks then hold batches of different sizes: the gathers pad, every rank runs as many
     micro-batches, and rank 0 logs the skipped rows of both ranks."""

@@ -167,6 +167,7 @@ def trained(tmp_path_factory):
     return root, data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, keys", [
     ("zeroshot", {"accuracy", "balanced_accuracy", "macro_auc", "per_modality"}),
     ("retrieval", {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "per_modality"}),
@@ -184,6 +185,7 @@ def test_eval_task_json_keys(trained, task, keys, capsys):
     assert task.replace("-", "_") in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_eval_all_and_explain(trained, tmp_path):
     root, data = trained
     assert main(["eval", "all", "--model", str(root / "run"), "--data", str(data), "--json",

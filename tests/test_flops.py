@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from medmoe.cli import main
@@ -7,6 +8,7 @@ from medmoe.config import load_config
 from medmoe.eval.flops import count_gmacs, image_side_cost
 
 
+@pytest.mark.slow  # builds the 39 M-parameter paper preset
 def test_paper_preset_meets_the_table_3_budget(tmp_path):
     """Table 3: 37 M parameters with all experts (+-10 %), 7.8 GMACs with one active (+-15 %)."""
     assert main(["flops", "--preset", "paper", "--json", str(tmp_path / "flops.json")]) == 0

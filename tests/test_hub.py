@@ -41,6 +41,7 @@ def load_offline(repo_id, cache):
     return json.loads(run.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_load_reads_a_hub_id_from_the_offline_cache(tiny, tiny_folder, tmp_path):
     cache = hub_cache(tmp_path / "hub", tiny_folder)
     loaded = load_offline("org/name", cache)

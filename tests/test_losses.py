@@ -209,7 +209,6 @@ def test_local_gradients_match_gloria(agg):
     assert (gw1[pad] == 0).all()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("agg", ["sum", "mean"])
 def test_local_chunked_equals_unchunked(agg):
     regions, words, lengths = make_inputs(lengths=(2, 6, 1, 4, 8, 3, 5), seed=5)

@@ -37,7 +37,6 @@ def test_config_types_are_checked_inside_generic_annotations(field, value, annot
     assert load_config("tiny", grid=None, temp1=4, modalities=["xray", "ct"]).temp1 == 4  # an int is a float
 
 
-@pytest.mark.slow
 def test_save_load_round_trip_is_bit_exact(tmp_path):
     torch.manual_seed(0)
     model = medmoe.create_model("tiny", num_experts=3)

@@ -30,6 +30,7 @@ def weights(run):
     return load_file(latest_checkpoint(run) / "model" / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_gives_the_same_weights(tmp_path, medsynth):
     assert main(train_argv(medsynth, tmp_path / "straight", 12)) == 0
 
@@ -49,6 +50,7 @@ def test_resume_after_kill_9_gives_the_same_weights(tmp_path, medsynth):
     assert latest_checkpoint(tmp_path / "killed").name == "step-000012"
 
 
+@pytest.mark.slow
 def test_unreadable_rows_are_skipped_counted_and_training_proceeds(tmp_path, medsynth):
     rows = [json.loads(line) for line in medsynth.read_text().splitlines()]
     for r in rows:
@@ -66,6 +68,7 @@ def test_unreadable_rows_are_skipped_counted_and_training_proceeds(tmp_path, med
     assert latest_checkpoint(tmp_path / "run").name == "step-000036"
 
 
+@pytest.mark.slow
 def test_a_short_tiny_run_retrieves_clearly_above_chance(tmp_path):
     """Held-out (val) retrieval of a ~30 s CPU run: R@5 at least 3x chance, R@1 at least 2x."""
     from medmoe.data.synth import generate
