@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.io import load_image
-from .data.transforms import to_model_input
+from .data.transforms import ImageTransform
 from .errors import ConfigError, ImageLoadError
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -40,13 +39,13 @@ def load(name_or_path: str | os.PathLike, map_location: str = "cpu"):
 
 
 def model_input(model, image) -> torch.Tensor:
-    """One image as the model takes it, [3, S, S]: a file (DICOM, NIfTI, PNG, JPEG, ...), a grey
-    array [H, W] in [0, 1] (as ``load_image`` returns it) or an already prepared tensor [3, S, S]."""
-    if isinstance(image, (str, os.PathLike)):
-        image = load_image(image)
+    """One image as the model takes it, [3, S, S]: a file (DICOM, NIfTI, PNG, JPEG, ...), an image
+    array as ``load_image`` returns it, or an already prepared tensor [3, S, S]. Files are read and
+    normalised as the model's configuration says (``ImageTransform``), as in training and evaluation."""
     if isinstance(image, torch.Tensor) and image.ndim == 3:
         return image
-    return to_model_input(np.asarray(image, dtype=np.float32), model.config.image_size)
+    transform = ImageTransform.of(model.config)
+    return transform(transform.load(image) if isinstance(image, (str, os.PathLike)) else image)
 
 
 def expert_modalities(model) -> dict[int, list[str]]:
