@@ -79,7 +79,10 @@ def test_baselines_build_train_and_backpropagate(overrides):
     assert img.local_map.shape == (4, 32, 16, 16)
     (img.local_map.square().mean() + img.global_emb.square().mean() + txt.words.square().mean()).backward()
     head = model.image.head if overrides.get("moe") is False else model.image.experts.experts[0]
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    # the scorer's last bias adds the same logit to every scale: the softmax over scales cancels it, so
+    # its gradient is zero up to rounding (nonzero or not depending on the thread count)
+    trained = [p for name, p in head.named_parameters() if name != "scale_scorer.2.bias"]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
     if overrides.get("moe") is False:
         assert img.router_logits is None and txt.router_logits is None
         assert not hasattr(model.image, "router")
