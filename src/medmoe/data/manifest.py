@@ -27,6 +27,12 @@ class Row:
     mask: Path | None = None
     dataset: str | None = None
 
+    @property
+    def group(self) -> str | None:
+        """What evaluation keys the row's classes by: its dataset when it has one (classes of different
+        datasets are never pooled, e.g. two ultrasound benchmarks), else its modality (MedSynth)."""
+        return self.dataset or self.modality
+
 
 @dataclass
 class Manifest:

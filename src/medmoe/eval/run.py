@@ -34,7 +34,9 @@ def evaluate(model, manifest: str | Path, split: str = "test", tasks=TASKS, prom
         result["retrieval"] = retrieval_scores(emb)
     if "linear-probe" in tasks:
         train = data.split("train") if split != "train" else rows
-        result["linear_probe"] = linear_probe_scores(embed_rows(model, train, progress=progress), emb)
+        val = data.split("val") if split != "val" else []
+        result["linear_probe"] = linear_probe_scores(embed_rows(model, train, progress=progress), emb,
+                                                     embed_rows(model, val, progress=progress) if val else None)
     if "routing" in tasks:
         result["routing"] = routing_scores(model, emb)
     if "grounding" in tasks:
@@ -47,7 +49,7 @@ def format_task(name: str, result: dict) -> str:
     if name == "linear_probe":
         lines = [f"{'labels':>8} {'accuracy':>16} {'n_train':>8}"]
         for fraction, r in result.get("fractions", {}).items():
-            lines.append(f"{float(fraction):>8.0%} {r['accuracy_mean']:>9.3f} ± {r['accuracy_std']:.3f} {r['n_train']:>8}")
+            lines.append(f"{float(fraction):>8.0%} {r['accuracy_mean']:>9.3f} ± {r['accuracy_sd']:.3f} {r['n_train']:>8}")
         return "\n".join(lines)
     if name == "routing":
         if not result.get("num_experts"):

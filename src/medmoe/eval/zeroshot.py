@@ -1,4 +1,4 @@
-"""Zero-shot classification with prompt ensembles, scored within each modality (DESIGN 1.7).
+"""Zero-shot classification with prompt ensembles, scored within each dataset, else modality (DESIGN 1.7).
 
 A class is scored by its prompts (phrases x templates), in one of three ways (``scoring``):
 
@@ -155,36 +155,41 @@ def classification_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict:
 
 
 def _balanced_accuracy(y_true, y_pred) -> float:
-    """scikit-learn's, without its warning for predicted classes absent from a small split."""
+    """scikit-learn's, without its warnings for a small split (predicted classes absent, one class only)."""
     from sklearn.metrics import balanced_accuracy_score
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
         return float(balanced_accuracy_score(y_true, y_pred))
 
 
 def zeroshot_scores(emb, bank: PromptBank, scoring: str = DEFAULT_SCORING, ensemble: str = DEFAULT_ENSEMBLE) -> dict:
-    """Zero-shot metrics per modality and overall, from ``embed_rows(..., prompts=bank)``'s output."""
-    per_modality, truth, predicted = {}, [], []
-    for modality in dict.fromkeys(g for g, _ in bank.classes):
-        cls = bank.group(modality)
+    """Zero-shot metrics per group and overall, from ``embed_rows(..., prompts=bank)``'s output. A
+    bank group holds the classes of one dataset (``per_dataset``) or, for rows without a dataset, of one
+    modality (``per_modality``); each row is scored only against the classes of its group (``Row.group``)."""
+    per_group, truth, predicted = {"per_modality": {}, "per_dataset": {}}, [], []
+    for group in dict.fromkeys(g for g, _ in bank.classes):
+        cls = bank.group(group)
         names = [bank.classes[c][1] for c in cls]
-        rows = [i for i, r in enumerate(emb.rows) if r.modality == modality and r.labels and r.labels[0] in names]
+        rows = [i for i, r in enumerate(emb.rows) if r.group == group and r.labels and r.labels[0] in names]
         if not rows:
             continue
         local = emb.prompt_local[rows] if emb.prompt_local is not None else None
         scores = combine(scoring, ensemble, bank, emb.image[rows], local)[:, cls]
         scores = normalise_across_images(scores).numpy()
         y = np.array([names.index(emb.rows[i].labels[0]) for i in rows])
-        per_modality[modality] = classification_metrics(y, scores)
-        truth += [f"{modality}:{names[k]}" for k in y]
-        predicted += [f"{modality}:{names[k]}" for k in scores.argmax(1)]
+        per_group["per_dataset" if emb.rows[rows[0]].dataset else "per_modality"][group] = classification_metrics(y, scores)
+        truth += [f"{group}:{names[k]}" for k in y]
+        predicted += [f"{group}:{names[k]}" for k in scores.argmax(1)]
     out = {"scoring": scoring, "ensemble": ensemble}
+    if not per_group["per_dataset"]:
+        del per_group["per_dataset"]
     if not truth:
-        return out | {"n": 0, "per_modality": {}}
+        return out | {"n": 0, **per_group}
     from sklearn.metrics import accuracy_score
 
+    aucs = [m["macro_auc"] for groups in per_group.values() for m in groups.values() if not np.isnan(m["macro_auc"])]
     return out | {"accuracy": float(accuracy_score(truth, predicted)),
                   "balanced_accuracy": _balanced_accuracy(truth, predicted),
-                  "macro_auc": float(np.nanmean([m["macro_auc"] for m in per_modality.values()])),
-                  "n": len(truth), "per_modality": per_modality}
+                  "macro_auc": float(np.mean(aucs)) if aucs else float("nan"), "n": len(truth), **per_group}
