@@ -158,6 +158,13 @@ def _prepare_epilog() -> str:
     return "expected layout under --root:\n" + "\n".join(f"  {name}: {layout}" for name, layout in dataset_layouts().items())
 
 
+def _benchmark_epilog() -> str:
+    from .data.benchmarks import FOLDERS, layouts
+
+    return "folders under --root, each holding what 'medmoe data prepare' reads (its --root):\n" + "\n".join(
+        f"  {folder}/ -> {name}: {layouts()[name]}" for name, folder in FOLDERS.items())
+
+
 def cmd_label_modality(args) -> int:
     from .data.labelling import ModalityRules, label_manifest
 
@@ -222,6 +229,22 @@ def cmd_eval(args) -> int:
         payload = result if args.task == "all" else {**result.pop(single), **result}
         _write_json(args.json, payload)
     return 0
+
+
+def cmd_benchmark(args) -> int:
+    from .eval.benchmark import benchmark, tables
+    from .model.medmoe import MedMoE
+
+    result = benchmark(MedMoE.from_pretrained(args.model), args.root, args.datasets, args.manifests, args.seed,
+                       args.seeds, args.scoring, args.ensemble, progress=not args.quiet,
+                       log=lambda line: print(f"medmoe: {line}", file=sys.stderr))
+    text = tables(result)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(text + "\n")
+    _write_json(args.json, {"model": str(args.model), **result})
+    return 0 if result["zeroshot"] or result["linear_probe"] else 1
 
 
 def cmd_explain(args) -> int:
@@ -402,6 +425,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
+
+    from .data.benchmarks import DATASETS
+
+    p = sub.add_parser("benchmark", help="the paper's Tables 1-2 (zero-shot, linear probe) on the benchmark datasets",
+                       description="Prepare (or reuse) every benchmark dataset found under --root, run zero-shot with "
+                       "its shipped prompts and the linear probe (1/10/100 % of the train split, stratified, C chosen "
+                       "on the val split, mean ± sd over --seeds), and print Tables 1 and 2 in the paper's column "
+                       "order beside the paper's MedMoE numbers. A dataset not found is listed as skipped.",
+                       epilog=_benchmark_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, metavar="RUN", help="model folder or training run folder")
+    p.add_argument("--root", required=True, metavar="DIR", help="one folder per dataset (see below)")
+    p.add_argument("--datasets", nargs="+", metavar="NAME", choices=list(DATASETS),
+                   help=f"only these of {', '.join(DATASETS)} (default: all)")
+    p.add_argument("--manifests", metavar="DIR", help="where manifests are prepared and reused (default: "
+                   "DIR/medmoe-manifests; delete a manifest to prepare it again)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the splits and the CheXpert prompt sample (default: 0)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S",
+                   help="linear-probe seeds (default: 0 1 2)")
+    p.add_argument("--scoring", choices=SCORINGS, default=DEFAULT_SCORING,
+                   help=f"zero-shot class score (as medmoe eval; default: {DEFAULT_SCORING})")
+    p.add_argument("--ensemble", choices=ENSEMBLES, default=DEFAULT_ENSEMBLE,
+                   help=f"combine a class's prompts (as medmoe eval; default: {DEFAULT_ENSEMBLE})")
+    p.add_argument("--json", metavar="FILE", help="write zeroshot, linear_probe and skipped as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="write the two tables as Markdown")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("explain", help="word-region attention maps of one image and report (paper Figure 3)",
                        description="Overlay each word's attention on the image and name the routed expert.")

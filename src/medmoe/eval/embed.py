@@ -24,6 +24,18 @@ class Embeddings:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def subset(self, index: list[int]) -> Embeddings:
+        """The rows at ``index`` (the skipped list is not carried)."""
+        def pick(t):
+            return None if t is None else t[index]
+
+        return Embeddings([self.rows[i] for i in index], self.image[index], self.text[index], pick(self.image_expert),
+                          pick(self.text_expert), self.modality[index], [], pick(self.prompt_local))
+
+    def split(self, name: str) -> Embeddings:
+        """The rows of split ``name``."""
+        return self.subset([i for i, r in enumerate(self.rows) if r.split == name])
+
 
 @torch.no_grad()
 def embed_rows(model, rows: list[Row], batch_size: int = 64, workers: int = 0, progress: bool = False,

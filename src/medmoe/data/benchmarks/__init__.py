@@ -40,6 +40,10 @@ DATASETS: dict[str, Adapter] = {a.name: a for a in (
     chexpert.ADAPTER, rsna.ADAPTER, thyroid.ADAPTER, busi.ADAPTER, mrnet.adapter("acl"), mrnet.adapter("meniscus"),
     medimeta.adapter("organs_axial"), medimeta.adapter("organs_coronal"), medimeta.adapter("organs_sagittal"))}
 FIRST_COLUMNS = ("image", "report", "labels", "split", "modality", "dataset", "patient")
+# each dataset's folder under ``medmoe benchmark --root`` (MRNet's serves both tasks, MediMeTA's the three views)
+FOLDERS = {"chexpert-5x200": "chexpert", "rsna-pneumonia": "rsna-pneumonia", "thyroid-us": "thyroid-us",
+           "breast-us": "breast-us", "mrnet-acl": "mrnet", "mrnet-meniscus": "mrnet",
+           "medimeta-ct-axial": "medimeta", "medimeta-ct-coronal": "medimeta", "medimeta-ct-sagittal": "medimeta"}
 
 
 def adapter(name: str) -> Adapter:
