@@ -4,7 +4,9 @@ The cues live in ``modality_rules.json`` (its ``_doc`` explains the format); use
 them with their own JSON files. A report gets the modality whose cues score highest, but
 only when that score is high enough and clearly ahead of the runner-up: otherwise it stays
 unknown rather than guessed. Mentions in comparison/history context ("compared with prior
-CT", "recommend MRI") are discounted so they never decide alone.
+CT", "recommend MRI") are discounted so they never decide alone. Fallback cues (chest findings
+and support devices for x-ray) count only when no other modality has a cue: a terse "Mild
+pulmonary edema." is a chest radiograph, "Lung windows: pleural effusion." stays CT.
 """
 from __future__ import annotations
 
@@ -59,44 +61,50 @@ def _merge(rules: dict, data, source: str) -> None:
             for pattern in value:
                 _compile(pattern, source, "reference")
                 rules["reference"].append(pattern)
-        elif key == "cues":
+        elif key in ("cues", "fallback"):
             if not isinstance(value, dict):
-                _fail(source, "'cues' must map modality -> {regex: weight}")
+                _fail(source, f"{key!r} must map modality -> {{regex: weight}}")
             for name, cues in value.items():
                 modality = normalise_modality(name)
                 if modality is None:
                     _fail(source, f"unknown modality {name!r} (known: {', '.join(SPELLINGS)})")
                 if not isinstance(cues, dict):
-                    _fail(source, f"cues of {name!r} must be an object {{regex: weight}}")
+                    _fail(source, f"{key} of {name!r} must be an object {{regex: weight}}")
                 for pattern, weight in cues.items():
-                    _compile(pattern, source, f"cue of {name!r}")
+                    _compile(pattern, source, f"{key} cue of {name!r}")
                     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
                         _fail(source, f"weight of {name!r} cue {pattern!r} must be a number >= 0 (got {weight!r})")
-                    table = rules["cues"].setdefault(modality, {})
+                    table = rules[key].setdefault(modality, {})
                     table.pop(pattern, None)
                     if weight > 0:
                         table[pattern] = float(weight)
         else:
-            _fail(source, f"unknown key {key!r} (expected threshold, margin, reference_factor, reference, cues)")
+            _fail(source, f"unknown key {key!r} (expected threshold, margin, reference_factor, reference, cues, "
+                          "fallback)")
+
+
+def _compiled(cues: dict[str, dict[str, float]]) -> dict[str, list[tuple[re.Pattern, float]]]:
+    return {m: [(re.compile(p, re.IGNORECASE), w) for p, w in table.items()] for m, table in cues.items()}
 
 
 @dataclass
 class ModalityRules:
     cues: dict[str, dict[str, float]]  # modality -> {regex: weight}
+    fallback: dict[str, dict[str, float]] = field(default_factory=dict)  # ... counted if no other modality has one
     reference: list[str] = field(default_factory=list)  # context regexes whose cue matches are discounted
     threshold: float = 3.0  # the winner needs at least this score ...
     margin: float = 2.0  # ... and this much more than the runner-up
     reference_factor: float = 0.2  # weight multiplier of a cue seen only in reference context
 
     def __post_init__(self):
-        self._cues = {m: [(re.compile(p, re.IGNORECASE), w) for p, w in cues.items()] for m, cues in self.cues.items()}
+        self._cues, self._fallback = _compiled(self.cues), _compiled(self.fallback)
         self._reference = [re.compile(p, re.IGNORECASE) for p in self.reference]
 
     @classmethod
     def load(cls, paths=None) -> "ModalityRules":
         """The built-in rules, extended/overridden by each JSON file in ``paths`` in turn."""
         builtin = resources.files("medmoe.data") / "modality_rules.json"
-        rules = {"cues": {}, "reference": []}
+        rules = {"cues": {}, "fallback": {}, "reference": []}
         _merge(rules, json.loads(builtin.read_text(encoding="utf-8")), "(built-in)")
         for path in [paths] if isinstance(paths, (str, Path)) else (paths or []):
             try:
@@ -114,21 +122,32 @@ class ModalityRules:
         """(modality or None, {modality: score}) for one report."""
         text = str(text or "")
         spans = [m.span() for pattern in self._reference for m in pattern.finditer(text)]
+        scored = {m: self._score(cues, text, spans) for m, cues in self._cues.items()}
+        evidence = {m for m, (_, free) in scored.items() if free}  # modalities with a cue outside reference context
         scores = {}
-        for modality, cues in self._cues.items():
-            score = 0.0
-            for pattern, weight in cues:
-                starts = [m.start() for m in pattern.finditer(text)]
-                if not starts:
-                    continue
-                free = any(not any(a <= s < b for a, b in spans) for s in starts)
-                score += weight if free else weight * self.reference_factor
+        for modality in {**self._cues, **self._fallback}:
+            score = scored.get(modality, (0.0, False))[0]
+            if not evidence - {modality}:
+                score += self._score(self._fallback.get(modality, []), text, spans)[0]
             scores[modality] = round(score, 3)
         ranked = sorted(scores.items(), key=lambda kv: -kv[1]) + [(None, 0.0), (None, 0.0)]
         (best, top), (_, second) = ranked[0], ranked[1]
         if top >= self.threshold and top - second >= self.margin:
             return best, scores
         return None, scores
+
+    def _score(self, cues, text: str, spans) -> tuple[float, bool]:
+        """(sum of the weights of the cues that match, discounted in reference context; whether any
+        cue matched outside reference context)."""
+        score, free_somewhere = 0.0, False
+        for pattern, weight in cues:
+            starts = [m.start() for m in pattern.finditer(text)]
+            if not starts:
+                continue
+            free = any(not any(a <= s < b for a, b in spans) for s in starts)
+            score += weight if free else weight * self.reference_factor
+            free_somewhere |= free
+        return score, free_somewhere
 
 
 @functools.cache
