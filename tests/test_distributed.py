@@ -209,9 +209,11 @@ def test_two_process_training_with_unreadable_images_on_both_ranks(tmp_path, med
     from medmoe.data.dataset import ResumableBatches  # the rows each rank drew in the 6 steps
 
     train = [i + 1 for i, r in enumerate(rows) if r["split"] == "train"]  # manifest row numbers
+    modalities = ["xray", "ct", "mri", "ultrasound"]  # the tiny preset's; sampling is modality-balanced
+    groups = [modalities.index(rows[n - 1]["modality"]) for n in train]
     drawn = []
     for rank in range(WORLD):
-        for batch, _ in zip(ResumableBatches(len(train), 8, 0, 0, rank, WORLD), range(6)):
+        for batch, _ in zip(ResumableBatches(len(train), 8, 0, 0, rank, WORLD, groups), range(6)):
             drawn += [train[i] for i, _ in batch]
     expected = sorted(n for n in drawn if (n - 1) % 3 == 0)
     assert len(expected) > 10 and logged == expected

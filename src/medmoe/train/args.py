@@ -45,8 +45,9 @@ class TrainArgs:
                            "constant", choices=("cosine", "plateau", "constant"))
     plateau_patience: int = option(5, "evaluations without improvement before the plateau schedule halves the lr")
     router_lr_mult: float = option(1.0, "learning-rate multiplier of both routers")
-    balance: str = option("none", "modality: every modality sampled equally often (manifests and shards)",
-                          choices=("none", "modality"))
+    balance: str = option("modality", "modality: every modality sampled equally often, so a rare one is routed "
+                          "right (manifests and shards; measured: benchmarks/RESULTS.md); none: each row once per "
+                          "epoch", choices=("none", "modality"))
     aux_class_weight: bool = option(False, "weight the auxiliary loss by the inverse modality frequency of the "
                                     "training data")
     recipe: str = "default"  # the recipe these settings came from (medmoe/recipes/NAME.json)
