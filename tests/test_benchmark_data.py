@@ -111,6 +111,13 @@ def test_thyroid_labels_by_tirads_with_masks_and_test_list(tmp_path):
     assert {rows["1_1.jpg"], rows["4_1.jpg"]} <= {"train", "val"} and "dropped 1" in summary["warnings"][-1]
 
 
+def test_thyroid_malformed_xml_is_one_line_error(tmp_path):
+    write_ddti(tmp_path / "ddti")
+    (tmp_path / "ddti" / "4.xml").write_text("<case><number>4</number><tirads>5")
+    with pytest.raises(DataError, match=r"thyroid-us: .*4\.xml: not valid XML"):
+        prepare("thyroid-us", tmp_path / "ddti", tmp_path / "m.jsonl")
+
+
 # --- BUSI ---------------------------------------------------------------------------------------------
 
 def test_busi_two_classes_and_mask_union(tmp_path):
@@ -141,6 +148,25 @@ def test_mrnet_writes_chosen_slice_and_keeps_valid_as_test(tmp_path):
     assert row["labels"] == ["normal"] and row["image"] == "images/mrnet/0000_axial_4.png"
     with pytest.raises(ConfigError, match="slice 9"):
         prepare("mrnet-acl", tmp_path / "src", tmp_path / "b.jsonl", slice_index=9)
+
+
+def test_mrnet_interrupted_slice_write_leaves_no_file_to_reuse(tmp_path, monkeypatch):
+    """The slice PNG cache is reused by existence, so a prepare killed mid-write must leave no half file."""
+    write_mrnet(tmp_path / "src")
+    save = Image.Image.save
+
+    def half_then_die(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"\x89PNG\r\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        prepare("mrnet-acl", tmp_path / "src", tmp_path / "out" / "m.jsonl")
+    assert not any((tmp_path / "out").rglob("*.png*"))
+    monkeypatch.setattr(Image.Image, "save", save)
+    prepare("mrnet-acl", tmp_path / "src", tmp_path / "out" / "m.jsonl")
+    rows = {r["patient"]: r for r in _lines(tmp_path / "out" / "m.jsonl")}
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / rows["0000"]["image"])), np.full((16, 16), 20))
 
 
 def test_mrnet_test_list_gives_listed_slices(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError
-from .common import Adapter, apply_test_list, list_entries, natural_key, patient_split, require
+from .common import Adapter, apply_test_list, list_entries, natural_key, patient_split, require, save_png
 
 CLASSES = ("benign", "malignant")
 FOLDERS = ("benign", "malignant", "normal")
@@ -35,10 +35,7 @@ def _mask(image: Path, out_dir: Path) -> Path | None:
     from PIL import Image
 
     union = np.maximum.reduce([np.asarray(Image.open(m).convert("L")) for m in masks])
-    target = out_dir / "masks" / "busi" / f"{image.stem}_mask_union.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(union).save(target)
-    return target
+    return save_png(Image.fromarray(union), out_dir / "masks" / "busi" / f"{image.stem}_mask_union.png")
 
 
 def read(root: Path, out_dir: Path, seed: int, list_file: Path | None):

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ...errors import ConfigError, DataError
+from ...files import atomic_write
 from ...seeding import derive_seed
 
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}  # GLoRIA's preprocessing (test_fac=0.15)
@@ -45,6 +46,14 @@ def require(name: str, path: Path, layout: str | None = None) -> Path:
     if not path.exists():
         raise missing(name, path, layout)
     return path
+
+
+def save_png(image, target: Path) -> Path:
+    """Write the PIL ``image`` as PNG to ``target`` (folders made) atomically, so an interrupted
+    prepare leaves no half-written file for the next one to reuse."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, lambda tmp: image.save(tmp, format="PNG"))
+    return target
 
 
 def read_cells(path: Path) -> list[list[str]]:

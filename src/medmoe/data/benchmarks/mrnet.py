@@ -20,7 +20,8 @@ import numpy as np
 
 from ...errors import ConfigError, DataError
 from ..io import load_image
-from .common import VAL_FRACTION, Adapter, apply_test_list, dataset_root, list_entries, patient_split, read_cells, require
+from .common import (VAL_FRACTION, Adapter, apply_test_list, dataset_root, list_entries, patient_split, read_cells,
+                     require, save_png)
 
 PLANES = ("axial", "coronal", "sagittal")
 DEFAULT_PLANE = "sagittal"
@@ -39,8 +40,7 @@ def _slice_png(volume: Path, index: int | None, out_dir: Path) -> tuple[Path, in
     if not target.exists():
         from PIL import Image
 
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.round(load_image(volume, index) * 255).astype(np.uint8)).save(target)
+        save_png(Image.fromarray(np.round(load_image(volume, index) * 255).astype(np.uint8)), target)
     return target, index
 
 

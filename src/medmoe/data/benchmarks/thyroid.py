@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ...errors import DataError
-from .common import Adapter, apply_test_list, list_entries, natural_key, patient_split
+from .common import Adapter, apply_test_list, list_entries, natural_key, patient_split, save_png
 
 CLASSES = ("benign", "malignant")
 TIRADS = {"2": "benign", "3": "benign", "4a": "malignant", "4b": "malignant", "4c": "malignant", "5": "malignant"}
@@ -44,10 +44,7 @@ def _mask(image: Path, outlines, out_dir: Path) -> Path | None:
     draw = ImageDraw.Draw(mask)
     for outline in outlines:
         draw.polygon(outline, fill=255)
-    target = out_dir / "masks" / "ddti" / f"{image.stem}.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    mask.save(target)
-    return target
+    return save_png(mask, out_dir / "masks" / "ddti" / f"{image.stem}.png")
 
 
 def read(root: Path, out_dir: Path, seed: int, list_file: Path | None):
@@ -56,7 +53,10 @@ def read(root: Path, out_dir: Path, seed: int, list_file: Path | None):
         raise DataError(f"thyroid-us: no <case>.xml under {root} (expected: {LAYOUT})")
     rows, unrated = [], 0
     for xml in cases:
-        case = ET.parse(xml).getroot()
+        try:
+            case = ET.parse(xml).getroot()
+        except ET.ParseError as exc:
+            raise DataError(f"thyroid-us: {xml}: not valid XML ({exc})") from None
         cls = TIRADS.get((case.findtext("tirads") or "").strip().lower())
         if cls is None:
             unrated += 1
