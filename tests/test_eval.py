@@ -18,8 +18,10 @@ from medmoe.eval.retrieval import recall_at_k
 from medmoe.eval.routing import routing_scores
 from medmoe.eval import ENSEMBLES, SCORINGS
 from medmoe.eval.zeroshot import (
+    PromptBank,
     class_probabilities,
     classification_metrics,
+    combine,
     embed_prompts,
     normalise_across_images,
     zeroshot_scores,
@@ -224,3 +226,17 @@ def test_baseline_variants_train_a_step(variant):
         assert len(local_grads) == len(list(model.image.experts.parameters()))
     if variant == "single-scale":
         assert model.image.head.scale_scorer is None and len(model.image.head.project) == 1
+
+
+def test_max_ensemble_picks_the_best_prompt_of_the_mean_of_global_and_local():
+    """GLoRIA: max over a class's prompts of (global + local) / 2, not the two maxima averaged."""
+    bank = PromptBank([("g", "a"), ("g", "b")], torch.tensor([0, 0, 1]), torch.tensor([[1.0, 0.0], [0.0, 1.0],
+                      [0.6, 0.8]]), torch.zeros(3, 1, 2), torch.ones(3, dtype=torch.long))
+    image = torch.tensor([[1.0, 0.0]])  # global cosines per prompt: 1.0, 0.0, 0.6
+    local = torch.tensor([[0.0, 1.0, 0.5]])
+    both = combine("both", "max", bank, image, local)
+    torch.testing.assert_close(both, torch.tensor([[0.5, 0.55]]))  # prompts: (1+0)/2, (0+1)/2; (0.6+0.5)/2
+    mean = combine("both", "mean", bank, image, local)  # centroid of a = (1,1)/sqrt2: cos 0.7071; local mean 0.5
+    torch.testing.assert_close(mean, torch.tensor([[(0.5 ** 0.5 + 0.5) / 2, (0.6 + 0.5) / 2]]))
+    with pytest.raises(ValueError, match="local scores"):
+        combine("local", "mean", bank, image, None)

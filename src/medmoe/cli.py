@@ -42,8 +42,10 @@ def _config(args):
 
 def _write_json(path: str | None, payload: dict) -> None:
     if path:
+        from .files import atomic_write_text
+
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def cmd_config(args) -> int:

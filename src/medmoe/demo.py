@@ -26,6 +26,7 @@ from .data.synth import generate
 from .eval.explain import explain
 from .eval.report import write_report
 from .eval.run import evaluate, format_task
+from .files import atomic_write_text
 from .model.medmoe import MedMoE
 from .runs import trained_steps
 from .train.args import TrainArgs
@@ -86,7 +87,7 @@ def run_demo(configs: dict[str, MedMoEConfig], args: TrainArgs, n: int = 3000) -
         print(f"[{variant}] evaluating on the test split")
         results[variant] = {"model": str(run), "variant": variant,
                             **evaluate(MedMoE.from_pretrained(run), manifest, "test", progress=False)}
-        (root / f"eval_{variant}.json").write_text(json.dumps(results[variant], indent=2) + "\n")
+        atomic_write_text(root / f"eval_{variant}.json", json.dumps(results[variant], indent=2) + "\n")
         logs[variant] = run / "metrics.jsonl"
     figures = attention_figures(MedMoE.from_pretrained(root / next(iter(configs))), manifest, root / "report")
     report = write_report(root / "report", results, logs, figures, notes=f"Budget: {budget}.")

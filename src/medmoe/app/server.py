@@ -46,7 +46,11 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(HTTPStatus.NOT_FOUND, {"error": f"no endpoint {url.path}"})
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         name = query.get("name", "upload")
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit():
+            self.close_connection = True
+            return self._json(HTTPStatus.BAD_REQUEST, {"error": f"{name}: bad Content-Length {length!r}"})
+        length = int(length)
         if length > MAX_UPLOAD:
             self.close_connection = True  # the body is not read
             return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,

@@ -82,10 +82,11 @@ def _per_class(sim: torch.Tensor, bank: PromptBank, ensemble: str) -> torch.Tens
 
 
 def global_scores(image_emb: torch.Tensor, bank: PromptBank, ensemble: str) -> torch.Tensor:
-    """[B, C] cosine scores of image embeddings [B, D] against each class's prompts."""
+    """Cosine scores of image embeddings [B, D]: against every prompt [B, P] (``max``), or against
+    each class's normalised mean prompt embedding [B, C] (``mean``, CLIP's ensemble)."""
     v, t = F.normalize(image_emb.float(), dim=1), F.normalize(bank.global_emb.float().to(image_emb.device), dim=1)
     if ensemble == "max":
-        return _per_class(v @ t.T, bank, "max")
+        return v @ t.T
     centroids = t.new_zeros(len(bank.classes), t.shape[1]).index_add_(0, bank.prompt_class.to(t.device), t)
     return v @ F.normalize(centroids, dim=1).T
 
@@ -98,14 +99,20 @@ def prompt_local_scores(model, local_map: torch.Tensor, bank: PromptBank) -> tor
 
 def combine(scoring: str, ensemble: str, bank: PromptBank, image_emb: torch.Tensor,
             prompt_local: torch.Tensor | None) -> torch.Tensor:
-    """Class scores [B, C] from the image embeddings and (for local/both) the prompt local scores [B, P]."""
+    """Class scores [B, C] from the image embeddings and (for local/both) the prompt local scores [B, P].
+    ``max`` takes each class's best prompt by its (global + local) / 2, as GLoRIA does; ``mean`` averages
+    the global centroid score and the mean local score."""
     check_scoring(scoring, ensemble)
+    if scoring != "global" and prompt_local is None:
+        raise ValueError(f"scoring {scoring!r} needs each image's local scores: embed_rows(..., prompts=bank)")
     parts = []
     if scoring in ("global", "both"):
         parts.append(global_scores(image_emb, bank, ensemble))
     if scoring in ("local", "both"):
-        parts.append(_per_class(prompt_local.to(image_emb.device), bank, ensemble))
-    return sum(parts) / len(parts)
+        local = prompt_local.to(image_emb.device)
+        parts.append(local if ensemble == "max" else _per_class(local, bank, "mean"))
+    combined = sum(parts) / len(parts)
+    return _per_class(combined, bank, "max") if ensemble == "max" else combined
 
 
 def check_scoring(scoring: str, ensemble: str) -> None:

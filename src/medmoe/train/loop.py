@@ -31,6 +31,7 @@ from ..data.dataset import ImageReportDataset, ResumableBatches, make_loader
 from ..data.transforms import ImageTransform
 from ..data.manifest import read_manifest
 from ..errors import ConfigError, ManifestError, TrainingError
+from ..files import atomic_write_text
 from ..losses import MedMoELoss
 from ..runs import latest_checkpoint
 from ..seeding import derive_seed
@@ -184,7 +185,7 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
 
     if proc.main:
         run.mkdir(parents=True, exist_ok=True)
-        (run / "train_args.json").write_text(json.dumps(dataclasses.asdict(args) | {"world": proc.world}, indent=2))
+        atomic_write_text(run / "train_args.json", json.dumps(dataclasses.asdict(args) | {"world": proc.world}, indent=2))
     log = _Log(run, resumed=resume_from is not None, main=proc.main)
     log.skip([{**u, "stage": "manifest"} for u in unusable])
 
