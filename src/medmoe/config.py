@@ -43,7 +43,9 @@ class MedMoEConfig:
     scale_attn_dim: int = 96  # hidden width of each expert's cross-scale attention scorer
     router_hidden: int = 256  # hidden width of W1 in alpha = softmax(W2 ReLU(W1 t))
     routing: str = "text"  # which router drives dispatch in training: text | label | image
-    global_source: str = "expert"  # v_g from the routed expert's pooled map (authors' code) or "backbone" (pooled F4)
+    # v_g from the pooled F4, or "expert": the routed expert's pooled map (the authors' code); the default
+    # is measured (benchmarks/RESULTS.md, "MedMoE vs static"): with zero-shot scoring "both" it scores best
+    global_source: str = "backbone"
     modalities: list[str] = field(default_factory=lambda: ["xray", "ct", "mri", "ultrasound"])
     # text side (DESIGN 1.4)
     text_model: str = "emilyalsentzer/Bio_ClinicalBERT"  # hub id, local dir, or "minilm"
