@@ -201,8 +201,10 @@ def test_two_process_training_with_unreadable_images_on_both_ranks(tmp_path, med
     for i, r in enumerate(rows):
         r["image"] = str(tmp_path / "broken.png") if i % 3 == 0 else str(medsynth.parent / r["image"])
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    torchrun(tmp_path / "m.jsonl", tmp_path / "run")
+    torchrun(tmp_path / "m.jsonl", tmp_path / "run", "--schedule", "plateau")  # rank 0 alone scores val loss
     assert latest_checkpoint(tmp_path / "run").name == "step-000006"
+    val = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in val if r["split"] == "val" and r["loss"] > 0] == [3, 6]
     skipped = [json.loads(line) for line in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
     logged = sorted(s["row"] for s in skipped if s["stage"] == "train")
 

@@ -387,6 +387,7 @@ class MedMoELoss(torch.nn.Module):
         *,
         block_bytes: int | None = None,
         gather_local: bool = False,
+        gather: bool = True,
         aux_class_weight: Tensor | None = None,
     ) -> None:
         super().__init__()
@@ -394,7 +395,8 @@ class MedMoELoss(torch.nn.Module):
         self.temp1, self.temp2, self.temp3, self.agg = temp1, temp2, temp3, agg
         self.w_global, self.w_local, self.w_aux = w_global, w_local, w_aux
         self.block_bytes = block_bytes  # local-loss block budget (None: LOCAL_BLOCK_BYTES)
-        self.gather_local = gather_local
+        self.gather_local = gather_local and gather
+        self.gather = gather  # False: this process's samples only, even under DDP (rank 0's validation loss)
         self.aux_class_weight = aux_class_weight  # [K] weights of the auxiliary loss's classes (None: equal)
 
     def forward(
@@ -407,7 +409,7 @@ class MedMoELoss(torch.nn.Module):
         router_logits: list[Tensor] | tuple = (),
         aux_target: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        g_i2t, g_t2i = global_contrastive_loss(image_global, text_global, self.temp3)
+        g_i2t, g_t2i = global_contrastive_loss(image_global, text_global, self.temp3, gather=self.gather)
         glob = g_i2t + g_t2i
         if self.w_local:
             l_i2t, l_t2i = local_contrastive_loss(

@@ -200,9 +200,10 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
     if resume_from:
         load_checkpoint(resume_from, optimizer, scheduler)
     aux_weight = aux_class_weights(raw, modality_counts).to(proc.device) if args.aux_class_weight else None
-    criterion = MedMoELoss(config.temp1, config.temp2, config.temp3, config.local_agg,
-                           config.w_global, config.w_local, config.w_aux, gather_local=args.gather_local,
-                           aux_class_weight=aux_weight)
+    losses = dict(temp1=config.temp1, temp2=config.temp2, temp3=config.temp3, agg=config.local_agg,
+                  w_global=config.w_global, w_local=config.w_local, w_aux=config.w_aux, aux_class_weight=aux_weight)
+    criterion = MedMoELoss(**losses, gather_local=args.gather_local)
+    val_criterion = MedMoELoss(**losses, gather=False)  # rank 0 alone scores the val split: no collective
     model = raw
     if proc.world > 1:
         if args.sync_bn:
@@ -222,7 +223,8 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
             scores = held_out_scores(raw, val_rows)
             log.skip([{**s, "stage": "val"} for s in scores.pop("skipped")])
             if plateau:
-                scores["loss"] = validation_loss(raw, criterion, val_rows, args.batch_size, proc.device, autocast)
+                scores["loss"] = validation_loss(raw, val_criterion, val_rows, args.batch_size, proc.device,
+                                                 autocast)
             log.write({"step": step, "split": "val", **scores})
             raw.train()
         if plateau:  # every rank's learning rate follows rank 0's validation loss
