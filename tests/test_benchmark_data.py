@@ -76,6 +76,14 @@ def test_rsna_one_row_per_patient_with_boxes(tmp_path):
     assert len(read_manifest(tmp_path / "m.jsonl", decode=True).rows) == 8
 
 
+def test_rsna_non_numeric_box_is_a_one_line_error_naming_the_row(tmp_path):
+    write_rsna(tmp_path / "rsna")
+    labels = tmp_path / "rsna" / "stage_2_train_labels.csv"
+    labels.write_text(labels.read_text().replace("p003,10,20,30,40,1", "p003,10,twenty,30,40,1"))
+    with pytest.raises(DataError, match=r"stage_2_train_labels.csv row 6: a box needs numeric"):
+        prepare("rsna-pneumonia", tmp_path / "rsna", tmp_path / "m.jsonl")
+
+
 def test_patient_split_is_seeded_and_keeps_patients_together(tmp_path):
     from medmoe.data.benchmarks.common import patient_split
 

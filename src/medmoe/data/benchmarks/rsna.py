@@ -40,13 +40,17 @@ def read(root: Path, out_dir: Path, seed: int, list_file: Path | None):
     info = read_csv(info_path, "rsna-pneumonia", ("patientId", "class"))
     finding = {r["patientId"]: r["class"] for r in info}
     patients: dict[str, dict] = {}
-    for rec in records:
+    for n, rec in enumerate(records, start=2):  # row 1 is the header
         pid = rec["patientId"]
         row = patients.setdefault(pid, {"image": images / f"{pid}.dcm", "labels": [CLASSES[0]], "patient": pid,
                                         "boxes": [], "finding": finding.get(pid)})
         if rec["Target"].strip() == "1":
             row["labels"] = [CLASSES[1]]
-            row["boxes"].append([float(rec[k]) for k in ("x", "y", "width", "height")])
+            try:
+                row["boxes"].append([float(rec[k]) for k in ("x", "y", "width", "height")])
+            except ValueError:
+                raise DataError(f"rsna-pneumonia: {labels_path} row {n}: a box needs numeric x, y, width, height "
+                                f"(got {[rec[k] for k in ('x', 'y', 'width', 'height')]})") from None
     rows = list(patients.values())
     for row in rows:
         if not row["image"].is_file():
