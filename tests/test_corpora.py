@@ -109,7 +109,7 @@ def test_pmc_oa_wrong_layout(tmp_path):
     with pytest.raises(DataError, match="pmc-oa: train.jsonl/valid.jsonl/test.jsonl or pmc_oa.jsonl not found"):
         prepare_corpus("pmc-oa", tmp_path, tmp_path / "m.jsonl")
     (tmp_path / "train.jsonl").write_text('{"image": "a.jpg"\n')
-    with pytest.raises(DataError, match="train.jsonl line 1: invalid JSON"):
+    with pytest.raises(DataError, match="train.jsonl row 1: invalid JSON"):
         prepare_corpus("pmc-oa", tmp_path, tmp_path / "m.jsonl")
 
 

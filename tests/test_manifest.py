@@ -85,3 +85,48 @@ def test_csv_manifest_with_labels_and_dicom_modality(tmp_path, synth_rows):
         w.writerow({"image": ct, "report": "Axial CT.", "modality": "", "split": "train", "labels": ""})
     rows = read_manifest(tmp_path / "m.csv", decode=True).rows
     assert [(r.modality, r.split, r.labels) for r in rows] == [("xray", "val", ["normal", "clear"]), ("ct", "train", [])]
+
+
+def write_excel_csv(path, lines):
+    """``lines`` as Excel saves a CSV UTF-8: a byte-order mark and CRLF line ends."""
+    path.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8"))
+    return path
+
+
+def excel_lines(rows):
+    return ["image,report,modality"] + [f"{r['image']},\"{r['report']}\",{r['modality']}" for r in rows]
+
+
+def test_excel_csv_manifest_with_bom_and_crlf(tmp_path, synth_rows, capsys):
+    path = write_excel_csv(tmp_path / "m.csv", excel_lines(synth_rows[:4]))  # was: row 1..4: missing 'image'
+    manifest = read_manifest(path)
+    assert (manifest.total, len(manifest.rows), manifest.unusable) == (4, 4, [])
+    assert [r.report for r in manifest.rows] == [r["report"] for r in synth_rows[:4]]  # no trailing "\r"
+    assert main(["data", "check", str(path)]) == 0
+    assert "4 rows, 4 usable" in capsys.readouterr().out
+
+
+def test_jsonl_manifest_with_bom_and_crlf(tmp_path, synth_rows):
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(("\ufeff" + "\r\n".join(json.dumps(r) for r in synth_rows[:4]) + "\r\n\r\n").encode("utf-8"))
+    manifest = read_manifest(path)  # was: row 1: invalid JSON
+    assert (manifest.total, len(manifest.rows)) == (4, 4)
+
+
+def test_bad_csv_rows_are_skipped_naming_row_and_column(tmp_path, synth_rows, capsys):
+    lines = excel_lines(synth_rows[:4])
+    lines[2] += ",extra"  # data row 2: more cells than the header
+    path = write_excel_csv(tmp_path / "m.csv", lines)
+    path.write_bytes(path.read_bytes().replace(synth_rows[2]["report"].encode(), b"Caf\xe9 " + synth_rows[2]["report"].encode()))
+    assert main(["data", "check", str(path)]) == 0  # was: UnicodeDecodeError traceback
+    out = capsys.readouterr().out
+    assert "4 rows, 2 usable" in out
+    assert "row 2: 4 cells, the header names 3 columns" in out
+    assert "row 3: column 'report' cannot be decoded as UTF-8" in out
+
+
+def test_csv_manifest_without_a_required_column_is_one_line(tmp_path, synth_rows, capsys):
+    path = write_excel_csv(tmp_path / "m.csv", ["path,report,modality", *excel_lines(synth_rows[:2])[1:]])
+    assert main(["data", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path} has no column 'image' (columns: path, report, modality)" in err

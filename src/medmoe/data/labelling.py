@@ -24,6 +24,7 @@ from pathlib import Path
 from ..errors import ConfigError, ManifestError
 from ..files import atomic_write
 from .modality import SPELLINGS, normalise_modality
+from .tables import Record as _Record, read_table  # _Record: a row as read, written back as is when bad
 
 _SCALARS = ("threshold", "margin", "reference_factor")
 
@@ -162,41 +163,6 @@ def label_report(text, rules: ModalityRules | None = None) -> tuple[str | None, 
 
 # ----------------------------------------------------------------------------- manifests
 
-@dataclass
-class _Record:
-    data: dict | None  # the parsed row, or None when the row cannot be parsed
-    raw: str | list  # the original JSONL line, or the CSV fields
-
-
-def _read(path: Path) -> tuple[list[str], list[_Record]]:
-    """(column names in order of appearance, records) of a JSONL or CSV manifest; nothing is decoded."""
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, [])
-            records = []
-            for fields in reader:
-                if not fields:
-                    continue
-                ok = len(fields) <= len(header)
-                data = dict(zip(header, fields + [""] * (len(header) - len(fields)))) if ok else None
-                records.append(_Record(data, fields))
-        return header, records
-    columns, records = {}, []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                data = None
-            data = data if isinstance(data, dict) else None  # a JSON list or number is no row either
-            columns.update(dict.fromkeys(data or {}))
-            records.append(_Record(data, line.rstrip("\r\n")))
-    return list(columns), records
-
-
 def _rebase(value, src: Path, dst: Path):
     """A path relative to folder ``src`` rewritten relative to folder ``dst`` (same file)."""
     if not isinstance(value, str) or not value.strip() or os.path.isabs(value) or src == dst:
@@ -278,7 +244,7 @@ def label_manifest(manifest, out, rules: ModalityRules | None = None, overwrite:
     if not 0 < fill_probability <= 1 or not 0 < override_probability <= 1:
         raise ConfigError("fill and override probabilities must be in (0, 1]")
     rules = rules or ModalityRules.load()
-    columns, records = _read(manifest)
+    columns, records = read_table(manifest)
     columns += [c for c in ("modality", "modality_source") if c not in columns]
     src, dst = manifest.parent.resolve(), out.parent.resolve()
     labelled = [r for r in records if r.data is not None]

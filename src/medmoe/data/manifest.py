@@ -1,11 +1,12 @@
 """Manifests: JSONL or CSV tables of image-report pairs (paths relative to the manifest).
 
 Columns: ``image``, ``report`` (required); ``modality``, ``split``, ``labels``, ``mask``, ``dataset``
-(optional; ``dataset`` names the benchmark a row belongs to, ``medmoe.data.benchmarks``). Bad rows never stop a run: each is skipped with its row number and reason.
+(optional; ``dataset`` names the benchmark a row belongs to, ``medmoe.data.benchmarks``). Files are read by
+``medmoe.data.tables`` (BOM, CRLF and .gz accepted). Bad rows never stop a run: each is skipped with its row
+number and reason; a CSV header without ``image`` or ``report`` is a one-line error.
 """
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ from pathlib import Path
 from ..errors import ImageLoadError, ManifestError
 from .io import is_dicom, load_image
 from .modality import normalise_modality
+from .tables import read_table
+
+REQUIRED = ("image", "report")  # a CSV manifest's header must name them
 
 
 @dataclass
@@ -56,26 +60,6 @@ class Manifest:
     def summary(self) -> dict:
         return {"rows": self.total, "usable": len(self.rows), "per_modality": self.per_modality(),
                 "unusable": self.unusable}
-
-
-def _records(path: Path):
-    """(row number, dict or error string) for each data row of a JSONL or CSV file."""
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            for n, rec in enumerate(csv.DictReader(f), start=1):
-                yield n, rec
-        return
-    with open(path, encoding="utf-8") as f:
-        n = 0
-        for line in f:
-            if not line.strip():
-                continue
-            n += 1
-            try:
-                rec = json.loads(line)
-                yield n, rec if isinstance(rec, dict) else "row is not a JSON object"
-            except json.JSONDecodeError as exc:
-                yield n, f"invalid JSON ({exc.msg})"
 
 
 def _labels(value) -> list:
@@ -125,13 +109,13 @@ def read_manifest(path: str | Path, decode: bool = False) -> Manifest:
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
     rows, unusable = [], []
-    for n, rec in _records(path):
+    for rec in read_table(path, REQUIRED)[1]:
         try:
-            if isinstance(rec, str):
-                raise ValueError(rec)
-            rows.append(_parse(rec, n, path.parent, decode))
+            if rec.error:
+                raise ValueError(rec.error)
+            rows.append(_parse(rec.data, rec.row, path.parent, decode))
         except ImageLoadError as exc:
-            unusable.append({"row": n, "reason": str(exc).split(": ", 1)[-1]})
+            unusable.append({"row": rec.row, "reason": str(exc).split(": ", 1)[-1]})
         except (ValueError, OSError) as exc:
-            unusable.append({"row": n, "reason": str(exc)})
+            unusable.append({"row": rec.row, "reason": str(exc)})
     return Manifest(path, rows, unusable)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ...errors import ConfigError, DataError
 from ...seeding import derive_seed
-from ..corpora.common import read_csv
+from ..tables import read_rows
 from .common import Adapter, dataset_root, missing, patient_split, require
 
 TASKS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")  # GLoRIA's competition tasks
@@ -53,7 +53,7 @@ def _image(folder: Path, path: str) -> Path:
 def _listed(list_file: Path) -> list[tuple[str, str]]:
     if not list_file.is_file():
         raise ConfigError(f"chexpert-5x200: --list file not found: {list_file}")
-    records = read_csv(list_file, "chexpert-5x200", TASKS)
+    records = read_rows(list_file, "chexpert-5x200", TASKS)
     key = "imgpath" if records and "imgpath" in records[0] else "Path"
     out = []
     for n, rec in enumerate(records, start=2):
@@ -85,7 +85,7 @@ def read(root: Path, out_dir: Path, seed: int, list_file: Path | None):
     if list_file is not None:
         chosen, warnings = _listed(list_file), []
     else:
-        records = read_csv(csv_path, "chexpert-5x200", ("Path", "Frontal/Lateral", *TASKS, *OTHERS))
+        records = read_rows(csv_path, "chexpert-5x200", ("Path", "Frontal/Lateral", *TASKS, *OTHERS))
         chosen, warnings = _selected(records, seed)
     rows = []
     for path, cls in chosen:

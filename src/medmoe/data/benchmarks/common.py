@@ -1,8 +1,7 @@
-"""What every benchmark adapter shares: the adapter record, layout checks, CSV reading, the seeded
-patient-level split and the fixed test lists (``--list``)."""
+"""What every benchmark adapter shares: the adapter record, layout checks, the seeded patient-level
+split and the fixed test lists (``--list``)."""
 from __future__ import annotations
 
-import csv
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import numpy as np
 from ...errors import ConfigError, DataError
 from ...files import atomic_write
 from ...seeding import derive_seed
+from ..tables import read_cells
 
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}  # GLoRIA's preprocessing (test_fac=0.15)
 VAL_FRACTION = 0.15  # of the rows left for train/val when the test split is given
@@ -54,12 +54,6 @@ def save_png(image, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(target, lambda tmp: image.save(tmp, format="PNG"))
     return target
-
-
-def read_cells(path: Path) -> list[list[str]]:
-    """The cells of each line of a CSV read as is (MRNet's label files have no header)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return list(csv.reader(f))
 
 
 def patient_split(rows: list[dict], seed: int, key: str, fractions: dict[str, float] = SPLIT_FRACTIONS) -> None:

@@ -20,8 +20,9 @@ import numpy as np
 
 from ...errors import ConfigError, DataError
 from ..io import load_image
-from .common import (VAL_FRACTION, Adapter, apply_test_list, dataset_root, list_entries, patient_split, read_cells,
-                     require, save_png)
+from ..tables import read_cells
+from .common import (VAL_FRACTION, Adapter, apply_test_list, dataset_root, list_entries, patient_split, require,
+                     save_png)
 
 PLANES = ("axial", "coronal", "sagittal")
 DEFAULT_PLANE = "sagittal"

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import ConfigError, DataError
-from ..corpora.common import read_csv
-from .common import Adapter, apply_test_list, missing, patient_split, read_cells, require
+from ..tables import read_cells, read_rows
+from .common import Adapter, apply_test_list, missing, patient_split, require
 
 CLASSES = ("Normal", "Pneumonia")
 LAYOUT = ("stage_2_train_labels.csv (patientId,x,y,width,height,Target; one row per box), "
@@ -36,8 +36,8 @@ def read(root: Path, out_dir: Path, seed: int, list_file: Path | None):
     labels_path = require("rsna-pneumonia", root / "stage_2_train_labels.csv", LAYOUT)
     info_path = require("rsna-pneumonia", root / "stage_2_detailed_class_info.csv", LAYOUT)
     images = require("rsna-pneumonia", root / "stage_2_train_images", LAYOUT)
-    records = read_csv(labels_path, "rsna-pneumonia", ("patientId", "x", "y", "width", "height", "Target"))
-    info = read_csv(info_path, "rsna-pneumonia", ("patientId", "class"))
+    records = read_rows(labels_path, "rsna-pneumonia", ("patientId", "x", "y", "width", "height", "Target"))
+    info = read_rows(info_path, "rsna-pneumonia", ("patientId", "class"))
     finding = {r["patientId"]: r["class"] for r in info}
     patients: dict[str, dict] = {}
     for n, rec in enumerate(records, start=2):  # row 1 is the header

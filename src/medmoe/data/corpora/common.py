@@ -2,8 +2,6 @@
 when the source has none, and the manifest it writes."""
 from __future__ import annotations
 
-import csv
-import gzip
 import json
 import os
 from collections import Counter
@@ -49,41 +47,6 @@ def child(folder: Path, *names: str) -> Path | None:
         return None
     entries = {p.name.lower(): p for p in folder.iterdir()}
     return next((entries[n.lower()] for n in names if n.lower() in entries), None)
-
-
-def open_text(path: Path):
-    """A text file, gzip-compressed or not (MIMIC ships its CSVs as .csv.gz)."""
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
-
-
-def read_csv(path: Path, dataset: str, columns: tuple[str, ...] = ()) -> list[dict]:
-    """Rows of a CSV with a header; a missing column is a one-line error naming the file."""
-    with open_text(path) as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{dataset}: {path} has no column {', '.join(map(repr, missing))} "
-                            f"(columns: {', '.join(reader.fieldnames or [])})")
-        return list(reader)
-
-
-def read_jsonl(path: Path, dataset: str) -> list[dict]:
-    """Objects of a JSONL file; a line that is not a JSON object is a one-line error naming the file and line."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{dataset}: {path} line {n}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{dataset}: {path} line {n}: not a JSON object")
-            records.append(record)
-    return records
 
 
 def seeded_split(group: str, seed: int) -> str:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .common import SPLIT_NAMES, Collection, layout_error, read_csv
+from ..tables import read_rows
+from .common import SPLIT_NAMES, Collection, layout_error
 
 LAYOUT = ("mimic-cxr-2.0.0-split.csv[.gz], mimic-cxr-2.0.0-metadata.csv[.gz], files/pXX/pSUBJECT/sSTUDY/DICOM.jpg "
           "and files/pXX/pSUBJECT/sSTUDY.txt (MIMIC-CXR-JPG 2.0.0 + mimic-cxr-reports.zip)")
@@ -45,9 +46,9 @@ def _table(root: Path, name: str) -> Path:
 
 def read(root: Path, seed: int = 0) -> Collection:
     columns = ("dicom_id", "study_id", "subject_id")
-    splits = read_csv(_table(root, "mimic-cxr-2.0.0-split"), "mimic-cxr", columns + ("split",))
+    splits = read_rows(_table(root, "mimic-cxr-2.0.0-split"), "mimic-cxr", columns + ("split",))
     views = {r["dicom_id"]: r.get("ViewPosition", "")
-             for r in read_csv(_table(root, "mimic-cxr-2.0.0-metadata"), "mimic-cxr", columns)}
+             for r in read_rows(_table(root, "mimic-cxr-2.0.0-metadata"), "mimic-cxr", columns)}
     if not (root / "files").is_dir():
         raise layout_error("mimic-cxr", root, "files/", LAYOUT)
     report_roots = [root, root / "mimic-cxr-reports"]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import SPLIT_NAMES, Collection, layout_error, read_jsonl, seeded_split
+from ..tables import read_rows
+from .common import SPLIT_NAMES, Collection, layout_error, seeded_split
 
 SUBFIGURES = "caption_T060_filtered_top4_sep_v0_subfigures"
 LAYOUT = f"train/valid/test.jsonl or pmc_oa.jsonl and {SUBFIGURES}/ (axiong/pmc_oa)"
@@ -42,9 +43,9 @@ def read(root: Path, seed: int = 0) -> Collection:
     split_files = [(s, root / f"{s}.jsonl") for s in ("train", "valid", "test") if (root / f"{s}.jsonl").is_file()]
     if split_files:
         for split, path in split_files:
-            add_records(out, read_jsonl(path, "pmc-oa"), images, lambda r, s=SPLIT_NAMES[split]: s)
+            add_records(out, read_rows(path, "pmc-oa"), images, lambda r, s=SPLIT_NAMES[split]: s)
     elif (root / "pmc_oa.jsonl").is_file():
-        add_records(out, read_jsonl(root / "pmc_oa.jsonl", "pmc-oa"), images,
+        add_records(out, read_rows(root / "pmc_oa.jsonl", "pmc-oa"), images,
                     lambda r: seeded_split(str(r.get("image", "")).split("_")[0], seed))
     else:
         raise layout_error("pmc-oa", root, "train.jsonl/valid.jsonl/test.jsonl or pmc_oa.jsonl", LAYOUT)

@@ -28,13 +28,13 @@ into its report. UniMed is training data without a split: a seeded split by imag
 from __future__ import annotations
 
 import ast
-import csv
 import json
 from pathlib import Path
 
 from ...errors import DataError
+from ..tables import read_cells, read_rows
 from . import pmc_oa
-from .common import Collection, child, layout_error, open_text, read_jsonl, seeded_split
+from .common import Collection, child, layout_error, seeded_split
 
 # ROCOv2's modality concepts (UMLS CUIs) -> modality; ROCOv2 states one per image in its concept files
 ROCOV2_MODALITY_CUIS = {"C1306645": "xray", "C0034571": "xray", "C0026606": "xray", "C0040405": "ct",
@@ -44,8 +44,7 @@ RADIMAGENET_FOLDERS = {"CT": "ct", "MR": "mri", "US": "ultrasound"}  # radiology
 
 def _rows(path: Path) -> list[list[str]]:
     """The data rows of a CSV with a header line, as lists of cells."""
-    with open_text(path) as f:
-        return list(csv.reader(f))[1:]
+    return read_cells(path)[1:]
 
 
 def _listed(cell: str) -> list[str]:
@@ -111,12 +110,11 @@ def _retina(out, folder, seed):
     if not tables:
         raise DataError(f"unimed: retina: no annotation CSV in {annotations} (see UniMed-DATA.md)")
     for table in tables:
-        with open_text(table) as f:
-            for row in csv.DictReader(f):
-                name = (row.get("filename") or "").strip()
-                captions = _listed(row.get("captions") or "") + [row.get("sentence_level_captions") or ""]
-                out.add(folder / name if name else None, " ".join(captions), seeded_split(f"retina/{name}", seed),
-                        modality="fundus", source="retina")
+        for row in read_rows(table, "unimed"):
+            name = (row.get("filename") or "").strip()
+            captions = _listed(row.get("captions") or "") + [row.get("sentence_level_captions") or ""]
+            out.add(folder / name if name else None, " ".join(captions), seeded_split(f"retina/{name}", seed),
+                    modality="fundus", source="retina")
 
 
 def _quilt(out, folder, seed):
@@ -130,7 +128,7 @@ def _pmc_oa(out, folder, seed):
     images = pmc_oa.image_folder(folder)
     if images is None:
         raise DataError(f"unimed: pmc_oa: image folder {pmc_oa.SUBFIGURES}/ not found in {folder}")
-    records = read_jsonl(_annotation(folder, "pmc_oa.jsonl", "pmc_oa"), "unimed")
+    records = read_rows(_annotation(folder, "pmc_oa.jsonl", "pmc_oa"), "unimed")
     pmc_oa.add_records(out, records, images, lambda r: seeded_split(f"pmc_oa/{r.get('image')}", seed), source="pmc_oa")
 
 
