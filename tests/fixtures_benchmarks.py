@@ -30,15 +30,23 @@ def write_csv(path: Path, header, rows) -> None:
         writer.writerows(rows)
 
 
-def write_chexpert(root: Path, per_class: int = 6) -> dict[str, str]:
-    """CheXpert-v1.0-small as unpacked; returns {trap name: Path} of rows that must not be selected."""
-    folder, rows, n = root / "CheXpert-v1.0-small", [], 0
+def write_chexpert(root: Path, per_class: int = 6, release: str = "small") -> dict[str, str]:
+    """CheXpert as unpacked, ``release`` ``small`` (CheXpert-v1.0-small/: train.csv, train/patientNNNNN/) or
+    ``full``: Stanford AIMI's current download chexpertchestxrays-u20210408/ with train_cheXbert.csv and
+    train_visualCheXbert.csv (Path ``CheXpert-v1.0/train/...``) beside 'CheXpert-v1.0 batch 1 (validate & csv)'
+    (valid/, valid.csv) and 'batch 2 (train 1)' to 'batch 4 (train 3)', which split the patient folders in
+    consecutive runs. Returns {trap name: Path} of rows that must not be selected."""
+    prefix = "CheXpert-v1.0-small/train" if release == "small" else "CheXpert-v1.0/train"
+    download = root / "chexpertchestxrays-u20210408"
+    total, rows, n = 5 * per_class + 4, [], 0
 
     def add(view="Frontal", **labels):
         nonlocal n
         n += 1
-        path = f"CheXpert-v1.0-small/train/patient{n:05d}/study1/view1_{view.lower()}.jpg"
-        picture(root / path)
+        path = f"{prefix}/patient{n:05d}/study1/view1_{view.lower()}.jpg"
+        batch = 1 + 3 * (n - 1) // total
+        picture(root / path if release == "small" else
+                download / f"CheXpert-v1.0 batch {batch + 1} (train {batch})" / Path(path).relative_to(prefix))
         rows.append([path, "Female", "60", view, "AP"] + [labels.get(o, "" if n % 2 else "0.0") for o in OBSERVATIONS])
         return path
 
@@ -49,7 +57,17 @@ def write_chexpert(root: Path, per_class: int = 6) -> dict[str, str]:
              "lateral": add(view="Lateral", Cardiomegaly="1.0"),
              "uncertain": add(Consolidation="1.0", Edema="-1.0"),
              "other observation": add(Edema="1.0", **{"Support Devices": "1.0"})}
-    write_csv(folder / "train.csv", ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA"] + OBSERVATIONS, rows)
+    header = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA"] + OBSERVATIONS
+    if release == "small":
+        write_csv(root / "CheXpert-v1.0-small" / "train.csv", header, rows)
+        return traps
+    write_csv(download / "train_cheXbert.csv", header, rows)
+    visual = [r[:5] + ["1.0" if v in ("1.0", "-1.0") else "0.0" for v in r[5:]] for r in rows]  # 0/1 only
+    write_csv(download / "train_visualCheXbert.csv", header, visual)
+    valid = download / "CheXpert-v1.0 batch 1 (validate & csv)"
+    picture(valid / "valid" / "patient64541" / "study1" / "view1_frontal.jpg")
+    write_csv(valid / "valid.csv", header, [["CheXpert-v1.0/valid/patient64541/study1/view1_frontal.jpg", "Male", "70",
+                                             "Frontal", "AP"] + ["0.0"] * len(OBSERVATIONS)])
     return traps
 
 
@@ -77,15 +95,29 @@ def write_rsna(root: Path) -> None:
     write_csv(root / "stage_2_detailed_class_info.csv", ["patientId", "class"], info)
 
 
+def ddti_outline(*points) -> str:
+    """A DDTI mark's svg text: a JSON list of freehand outlines."""
+    return json.dumps([{"points": [{"x": x, "y": y} for x, y in points], "annotation": {}, "regionType": "freehand"}])
+
+
+def write_ddti_case(folder: Path, case: int, tirads: str, svgs: list[str]) -> Path:
+    """``<case>.xml`` as DDTI publishes it, one ``<mark>`` per svg (image 1, 2, ...)."""
+    marks = "".join(f"<mark><image>{n}</image><svg>{svg}</svg></mark>" for n, svg in enumerate(svgs, start=1))
+    path = folder / f"{case}.xml"
+    path.write_text(f"<?xml version='1.0' encoding='UTF-8'?><case><number>{case}</number><age>40</age><sex>F</sex>"
+                    f"<composition>solid</composition><echogenicity>hypoechogenicity</echogenicity>"
+                    f"<margins>well defined</margins><calcifications>non</calcifications><tirads>{tirads}</tirads>"
+                    f"<reportbacaf/><reporteco/>{marks}</case>")
+    return path
+
+
 def write_ddti(root: Path, extra: int = 0) -> None:
     """DDTI's cases 1-5 (3 without a TI-RADS), then ``extra`` one-image cases, benign and malignant in turn."""
     root.mkdir(parents=True)
-    svg = json.dumps([{"points": [{"x": 2, "y": 2}, {"x": 12, "y": 2}, {"x": 12, "y": 10}, {"x": 2, "y": 10}]}])
+    svg = ddti_outline((2, 2), (12, 2), (12, 10), (2, 10))
     cases = [(1, "2", 1), (2, "4b", 2), (3, "", 1), (4, "5", 1), (5, "3", 1)]
     for case, tirads, images in cases + [(6 + i, "5" if i % 2 else "2", 1) for i in range(extra)]:
-        marks = "".join(f"<mark><image>{n}</image><svg>{svg}</svg></mark>" for n in range(1, images + 1))
-        (root / f"{case}.xml").write_text(f"<?xml version='1.0'?><case><number>{case}</number><age>40</age>"
-                                          f"<sex>F</sex><tirads>{tirads}</tirads>{marks}</case>")
+        write_ddti_case(root, case, tirads, [svg] * images)
         for n in range(1, images + 1):
             picture(root / f"{case}_{n}.jpg", size=(20, 16))
 

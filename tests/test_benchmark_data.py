@@ -13,8 +13,8 @@ from medmoe.data.manifest import read_manifest
 from medmoe.errors import ConfigError, DataError
 from medmoe.eval.zeroshot import load_prompts
 
-from fixtures_benchmarks import (ORGANS, OBSERVATIONS, write_busi, write_chexpert, write_csv, write_ddti, write_medimeta,
-                                 write_mrnet, write_rsna)
+from fixtures_benchmarks import (ORGANS, OBSERVATIONS, ddti_outline, write_busi, write_chexpert, write_csv, write_ddti,
+                                 write_ddti_case, write_medimeta, write_mrnet, write_rsna)
 
 
 def _lines(manifest: Path) -> list[dict]:
@@ -60,6 +60,58 @@ def test_chexpert_list_takes_fixed_selection(tmp_path):
     rows = _lines(tmp_path / "m.jsonl")
     assert [(r["patient"], r["labels"]) for r in rows] == [("patient00001", ["Atelectasis"]),
                                                            ("patient00007", ["Cardiomegaly"])]
+
+
+def _batch_folders(rows: list[dict]) -> set[str]:
+    return {next(p for p in Path(r["image"]).parts if p.startswith("CheXpert-v1.0 batch")) for r in rows}
+
+
+def test_chexpert_current_release_reads_batch_folders_with_cheXbert_labels(tmp_path):
+    """Stanford AIMI's current download: no train.csv, train_cheXbert.csv, patients split across batch folders."""
+    write_chexpert(tmp_path / "small", release="small")
+    write_chexpert(tmp_path / "full", release="full")
+    small = prepare("chexpert-5x200", tmp_path / "small", tmp_path / "small.jsonl")
+    for root in (tmp_path / "full", tmp_path / "full" / "chexpertchestxrays-u20210408"):
+        summary = prepare("chexpert-5x200", root, tmp_path / "out" / "m.jsonl")
+        rows = _lines(tmp_path / "out" / "m.jsonl")
+        assert summary["rows"] == 30 and "train_cheXbert.csv's labels" in summary["warnings"][0]
+        assert summary["warnings"][1:] == small["warnings"]
+        assert _batch_folders(rows) == {"CheXpert-v1.0 batch 2 (train 1)", "CheXpert-v1.0 batch 3 (train 2)",
+                                        "CheXpert-v1.0 batch 4 (train 3)"}
+        assert sorted((r["patient"], r["labels"]) for r in rows) == sorted(
+            (r["patient"], r["labels"]) for r in _lines(tmp_path / "small.jsonl"))  # the same selection
+        assert len(read_manifest(tmp_path / "out" / "m.jsonl").rows) == 30
+
+
+def test_chexpert_labels_file_preference(tmp_path):
+    download = tmp_path / "chexpertchestxrays-u20210408"
+    write_chexpert(tmp_path, release="full")
+    (download / "train_cheXbert.csv").unlink()
+    summary = prepare("chexpert-5x200", tmp_path, tmp_path / "v.jsonl")
+    assert "train_visualCheXbert.csv's labels" in summary["warnings"][0]  # 0/1: the uncertain trap has 2 positives
+    assert summary["rows"] == 30
+    batch1 = download / "CheXpert-v1.0 batch 1 (validate & csv)"  # train.csv, where a copy of it sits, wins
+    shutil.copy(download / "train_visualCheXbert.csv", batch1 / "train.csv")
+    summary = prepare("chexpert-5x200", tmp_path, tmp_path / "t.jsonl")
+    assert summary["rows"] == 30 and not any("labels instead" in w for w in summary["warnings"])
+    (batch1 / "train.csv").unlink()
+    (download / "train_visualCheXbert.csv").unlink()
+    with pytest.raises(DataError, match="no train.csv, train_cheXbert.csv or train_visualCheXbert.csv under"):
+        prepare("chexpert-5x200", tmp_path, tmp_path / "n.jsonl")
+
+
+def test_chexpert_list_of_small_paths_resolves_in_current_release(tmp_path):
+    write_chexpert(tmp_path, release="full")
+    listed = [["0", "CheXpert-v1.0-small/train/patient00034/study1/view1_frontal.jpg"]
+              + ["1.0" if o == "Edema" else "0.0" for o in OBSERVATIONS]]
+    write_csv(tmp_path / "chexpert-5x200.csv", ["", "imgpath"] + OBSERVATIONS, listed)
+    prepare("chexpert-5x200", tmp_path, tmp_path / "m.jsonl", list_file=tmp_path / "chexpert-5x200.csv")
+    (row,) = _lines(tmp_path / "m.jsonl")
+    assert row["patient"] == "patient00034" and row["labels"] == ["Edema"]
+    assert _batch_folders([row]) == {"CheXpert-v1.0 batch 4 (train 3)"}
+    shutil.rmtree(tmp_path / "chexpertchestxrays-u20210408" / "CheXpert-v1.0 batch 4 (train 3)")
+    with pytest.raises(DataError, match="patient00034/study1/view1_frontal.jpg .patient folder patient00034 under"):
+        prepare("chexpert-5x200", tmp_path, tmp_path / "m.jsonl", list_file=tmp_path / "chexpert-5x200.csv")
 
 
 # --- RSNA ---------------------------------------------------------------------------------------------
@@ -119,11 +171,23 @@ def test_thyroid_labels_by_tirads_with_masks_and_test_list(tmp_path):
     assert {rows["1_1.jpg"], rows["4_1.jpg"]} <= {"train", "val"} and "dropped 1" in summary["warnings"][-1]
 
 
-def test_thyroid_malformed_xml_is_one_line_error(tmp_path):
-    write_ddti(tmp_path / "ddti")
-    (tmp_path / "ddti" / "4.xml").write_text("<case><number>4</number><tirads>5")
-    with pytest.raises(DataError, match=r"thyroid-us: .*4\.xml: not valid XML"):
-        prepare("thyroid-us", tmp_path / "ddti", tmp_path / "m.jsonl")
+def test_thyroid_skips_and_names_broken_cases_in_kaggle_folder(tmp_path, capsys):
+    """A mark naming an image not on disk, an invalid XML and an odd outline each lose one case or image, not the
+    dataset; the Kaggle copy nests the files in DDTI/."""
+    folder = tmp_path / "src" / "DDTI"
+    write_ddti(folder)
+    square = ddti_outline((2, 2), (12, 2), (12, 10), (2, 10))
+    write_ddti_case(folder, 5, "3", [square, square])  # 5.xml names 5_2.jpg, which DDTI does not ship
+    (folder / "4.xml").write_text("<case><number>4</number><tirads>5")
+    write_ddti_case(folder, 2, "4b", [square, '[{"points": [{"x": 2}]}]'])
+    out = tmp_path / "m.jsonl"
+    assert main(["data", "prepare", "thyroid-us", "--root", str(tmp_path / "src"), "--out", str(out)]) == 0
+    assert sorted(Path(r["image"]).name for r in _lines(out)) == ["1_1.jpg", "2_1.jpg", "5_1.jpg"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert all(line.startswith("medmoe: warning: thyroid-us: ") for line in err) and len(err) == 4
+    assert "2.xml mark 2: svg is not a JSON list" in err[0] and err[0].endswith("image left out")
+    assert "4.xml: not valid XML" in err[1] and err[1].endswith("case left out")
+    assert "5.xml names 5_2.jpg, which is not in" in err[2] and "1 cases without a TI-RADS" in err[3]
 
 
 # --- BUSI ---------------------------------------------------------------------------------------------
@@ -138,6 +202,23 @@ def test_busi_two_classes_and_mask_union(tmp_path):
     union = np.asarray(Image.open(tmp_path / "out" / rows["benign (2).png"]["mask"]))
     assert union[0, 0] == union[7, 7] == 255 and union[5, 1] == 0
     assert [r.mask is not None for r in read_manifest(tmp_path / "out" / "m.jsonl").rows].count(True) == 6
+
+
+def test_busi_copy_without_masks_says_grounding_is_skipped(tmp_path, capsys):
+    """Resized BUSI redistributions ship the class folders without the _mask files."""
+    write_busi(tmp_path / "busi")
+    masks = sorted((tmp_path / "busi").rglob("*_mask*.png"))
+    masks[0].unlink()  # benign (1)_mask.png
+    assert prepare("breast-us", tmp_path / "busi", tmp_path / "a.jsonl")["warnings"] == [
+        "breast-us: 1 of 6 lesion images have no _mask file"]
+    for mask in masks[1:]:
+        mask.unlink()
+    out = tmp_path / "m.jsonl"
+    assert main(["data", "prepare", "breast-us", "--root", str(tmp_path / "busi"), "--out", str(out)]) == 0
+    assert len(_lines(out)) == 9 and not any("mask" in r for r in _lines(out))
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith("medmoe: warning: breast-us: no masks found") and err.endswith(
+        ": grounding metrics will be skipped")
 
 
 # --- MRNet --------------------------------------------------------------------------------------------
@@ -198,6 +279,26 @@ def test_medimeta_uses_published_splits_and_labels(tmp_path):
         prepare("medimeta-ct-axial", tmp_path / "mm", tmp_path / "m.jsonl", list_file=tmp_path / "x.csv")
 
 
+@pytest.mark.parametrize("path, text, message", [
+    ("info.yaml", "tasks:\n  - task_name: organs\n   labels: {0: heart}\n", r"info.yaml: not valid YAML \("),
+    ("info.yaml", "tasks:\n  - task_name: organ classification\n    labels: {heart: 0}\n",
+     r"info.yaml: the labels of task 'organ classification' are not \{class index: class name\}"),
+    ("info.yaml", "- just a list\n", "info.yaml has no task with task_name and labels"),
+    ("splits/val.txt", "images/000008.tiff\nimages/slice_9.tiff\n", r"val.txt line 2: 'images/slice_9.tiff' is not"),
+    ("splits/test.txt", "images/000010.tiff\r\nimages/000042.tiff\r\n", r"test.txt line 2: '\S+' has no label"),
+    ("task_labels/organ classification.npy", "not an array", r"organ classification.npy: not a NumPy .npy array"),
+])
+def test_medimeta_malformed_file_is_one_line_error(tmp_path, capsys, path, text, message):
+    write_medimeta(tmp_path / "mm")
+    (tmp_path / "mm" / "organs_axial" / path).write_text(text)
+    with pytest.raises(DataError, match=message):
+        prepare("medimeta-ct-axial", tmp_path / "mm", tmp_path / "m.jsonl")
+    args = ["data", "prepare", "medimeta-ct-axial", "--root", str(tmp_path / "mm"), "--out", str(tmp_path / "m.jsonl")]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("medmoe: error: medimeta-ct-axial: ")
+
+
 # --- wrong layouts ------------------------------------------------------------------------------------
 
 def _remove(path: Path) -> None:
@@ -209,7 +310,6 @@ def _remove(path: Path) -> None:
     ("chexpert-5x200", write_chexpert, "CheXpert-v1.0-small/train/patient00002", "view1_frontal.jpg"),
     ("rsna-pneumonia", write_rsna, "stage_2_train_labels.csv", "stage_2_train_labels.csv"),
     ("rsna-pneumonia", write_rsna, "stage_2_train_images/p003.dcm", "p003.dcm"),
-    ("thyroid-us", write_ddti, "2_2.jpg", "2_2.jpg"),
     ("breast-us", write_busi, "Dataset_BUSI_with_GT/malignant", "malignant"),
     ("mrnet-acl", write_mrnet, "MRNet-v1.0/valid-acl.csv", "valid-acl.csv"),
     ("mrnet-meniscus", write_mrnet, "MRNet-v1.0/train/sagittal/0004.npy", "0004.npy"),

@@ -291,6 +291,77 @@ def test_unimed_states_modality_per_source(tmp_path):
     assert rows["openI/image/CXR1_1_IM-0001-3001.png"]["report"] == "Normal chest. Clear lungs."
 
 
+def _unimed_llava_and_retina(root):
+    """llava_med/ and Retina-Datasets/ as UniMed-CLIP's docs/UniMed-DATA.md has them assembled."""
+    llava = root / "llava_med"
+    llava.mkdir()
+    (llava / "llava_med_alignment_500k_filtered.json").write_text(json.dumps([
+        {"id": "PMC1_F1", "image": "PMC1_F1.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nDescribe the image concisely."},
+            {"from": "gpt", "value": "CT scan of the chest showing a mass."}]}]))
+    (llava / "llava_med_instruct_fig_captions.json").write_text(json.dumps({
+        "PMC2": [{"pair_id": "PMC2_F2", "fig_caption": "MRI of the brain.\n\n",
+                  "in_text_mention": [{"tokens": "The MRI (Figure 2) shows a lesion.", "start": 0}]},
+                 {"pair_id": "PMC2_F3", "fig_caption": "Ultrasound of the liver.", "in_text_mention": None}],
+        "PMC3": [{"fig_caption": "A figure without its pair_id."}]}))
+    for name in ("PMC1_F1", "PMC2_F2", "PMC2_F3"):
+        _image(llava / "images" / f"{name}.jpg")
+    retina = root / "Retina-Datasets"
+    notes = retina / "Retina-Annotations"
+    _csv(notes / "03_IDRiD.csv", ["filename", "captions", "sentence_level_captions"],
+         [["03_IDRiD/images/IDRiD_001.jpg", "['moderate diabetic retinopathy']",
+           "The fundus image shows moderate diabetic retinopathy."]])
+    _csv(notes / "01_EYEPACS_revised.csv", ["filename", "captions", "sentence_level_captions"],  # UniMed leaves out
+         [["01_EYEPACS/train/10_left.jpeg", "['no diabetic retinopathy']", "No retinopathy."]])
+    _csv(notes / "06_DEN.csv", ["image", "atributes", "categories"],
+         [["06_DEN/train/1.jpg", "['left eye']", "['age-related macular degeneration', '72-year-old']"],
+          ["06_DEN/train/2.jpg", "['right eye']", "['drusen//2', '60 years']"]])
+    _csv(notes / "39_MM_Retinal_dataset.csv", ["image", "caption"],
+         [["39_MM_Retinal/CFP/a.jpg", "Fundus photograph with drusen."], ["39_MM_Retinal/CFP/b.jpg", ""]])
+    for name in ("03_IDRiD/images/IDRiD_001.jpg", "01_EYEPACS/train/10_left.jpeg", "06_DEN/train/1.jpg",
+                 "06_DEN/train/2.jpg", "39_MM_Retinal/CFP/a.jpg", "39_MM_Retinal/CFP/b.jpg"):
+        _image(retina / name)
+
+
+def test_unimed_reads_llava_med_and_retina_as_unimed_clip_scripts(tmp_path):
+    _unimed_llava_and_retina(tmp_path)
+    summary = prepare_corpus("unimed", tmp_path, tmp_path / "m.jsonl")
+    assert summary["skipped"] == {"empty report": 1, "malformed record": 1}  # b.jpg has no caption, PMC3 no pair_id
+    rows = [(r["image"], r["report"], r["source"], r["modality"]) for r in _rows(tmp_path / "m.jsonl")]
+    assert rows == [
+        ("Retina-Datasets/03_IDRiD/images/IDRiD_001.jpg",
+         "moderate diabetic retinopathy The fundus image shows moderate diabetic retinopathy.", "retina", "fundus"),
+        ("Retina-Datasets/06_DEN/train/1.jpg", "The fundus image of age-related macular degeneration", "retina",
+         "fundus"),
+        ("Retina-Datasets/06_DEN/train/2.jpg", rows[2][1], "retina", "fundus"),  # no clean category: one drawn
+        ("Retina-Datasets/39_MM_Retinal/CFP/a.jpg", "Fundus photograph with drusen.", "retina", "fundus"),
+        ("llava_med/images/PMC1_F1.jpg", "CT scan of the chest showing a mass.", "llava_med", ""),
+        ("llava_med/images/PMC2_F2.jpg", "MRI of the brain.", "llava_med", ""),
+        ("llava_med/images/PMC2_F3.jpg", "Ultrasound of the liver.", "llava_med", ""),
+        ("llava_med/images/PMC2_F2.jpg", "The MRI (Figure 2) shows a lesion.", "llava_med", "")]
+    assert rows[2][1] in ("drusen//2", "60 years")
+
+
+def test_unimed_missing_or_malformed_part_is_a_warning_and_the_rest_loads(tmp_path):
+    from medmoe.data.corpora import unimed
+
+    _unimed(tmp_path)
+    _unimed_llava_and_retina(tmp_path)
+    (tmp_path / "llava_med" / "llava_med_instruct_fig_captions.json").unlink()
+    _csv(tmp_path / "Retina-Datasets" / "Retina-Annotations" / "06_DEN.csv", ["image", "labels"], [["x.jpg", "a"]])
+    (tmp_path / "openI" / "filter_cap.json").write_text('{"annotations": [')
+    out = unimed.read(tmp_path)
+    assert len(out.warnings) == 3 and all(w.endswith("; part left out") for w in out.warnings)
+    assert "openI/filter_cap.json: not valid JSON" in out.warnings[0]
+    assert "06_DEN.csv has no column 'categories'" in out.warnings[1]
+    assert "llava_med: annotation file llava_med_instruct_fig_captions.json not found" in out.warnings[2]
+    sources = {r["source"] for r in out.rows}
+    assert sources == {"chexpert", "radimagenet", "quilt", "rocov2", "retina", "llava_med"}  # openi's part left out
+    assert [r["image"].name for r in out.rows if r["source"] == "retina"] == ["IDRiD_001.jpg", "a.jpg"]
+    summary = prepare_corpus("unimed", tmp_path, tmp_path / "m.jsonl")
+    assert summary["rows"] == len(out.rows)
+
+
 def test_unimed_wrong_layout(tmp_path):
     with pytest.raises(DataError, match="unimed: a UniMed source folder not found"):
         prepare_corpus("unimed", tmp_path, tmp_path / "m.jsonl")

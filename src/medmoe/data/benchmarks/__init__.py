@@ -63,7 +63,8 @@ def prepare(name: str, root, out, seed: int = 0, list_file=None, **options) -> d
     """Write the manifest ``out`` (JSONL) of dataset ``name`` from the publisher's layout under
     ``root``; ``list_file`` is a fixed list (see each adapter), ``options`` the adapter's own
     (MRNet: ``plane``, ``slice_index``). Returns a summary: rows per split and class, and warnings
-    (e.g. a CheXpert class with fewer than 200 eligible images)."""
+    (e.g. a CheXpert class with fewer than 200 eligible images, a DDTI case or image left out, a BUSI
+    copy without masks), which ``medmoe data prepare`` prints as ``medmoe: warning: ...`` lines."""
     spec = adapter(name)
     options = {k: v for k, v in options.items() if v is not None}
     if unknown := sorted(set(options) - set(spec.options)):

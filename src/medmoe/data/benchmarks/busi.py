@@ -6,8 +6,9 @@ malignant: the normal folder counts as benign, as in RadImageNet's ``breast_*_fo
 UniMed-CLIP's ``breast_us`` reads (``finding`` keeps the folder). Rows of lesion images carry ``mask``:
 the published mask when there is one, else the union (pixelwise maximum) of its masks, written to
 ``masks/busi/`` beside the manifest; normal images (empty masks) have none. Each image is its own
-patient (BUSI publishes no patient ids). ``--list``: a fold's test CSV (``filename,label`` with
-``images/<class> (N).png``), whose rows become the test split.
+patient (BUSI publishes no patient ids). A copy without the ``_mask`` files (resized
+redistributions) prepares with a warning that grounding metrics will be skipped. ``--list``: a fold's
+test CSV (``filename,label`` with ``images/<class> (N).png``), whose rows become the test split.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ CLASSES = ("benign", "malignant")
 FOLDERS = ("benign", "malignant", "normal")
 IMAGE = re.compile(r"^(benign|malignant|normal) \(\d+\)\.png$")
 LAYOUT = ('Dataset_BUSI_with_GT/{benign,malignant,normal}/"<class> (N).png" with "<class> (N)_mask.png" '
-          '(and _mask_1.png, ... for extra lesions); --root is Dataset_BUSI_with_GT or the folder holding it')
+          '(and _mask_1.png, ... for extra lesions; without masks, no grounding); --root is Dataset_BUSI_with_GT '
+          'or the folder holding it')
 
 
 def _mask(image: Path, out_dir: Path) -> Path | None:
@@ -36,6 +38,15 @@ def _mask(image: Path, out_dir: Path) -> Path | None:
 
     union = np.maximum.reduce([np.asarray(Image.open(m).convert("L")) for m in masks])
     return save_png(Image.fromarray(union), out_dir / "masks" / "busi" / f"{image.stem}_mask_union.png")
+
+
+def _mask_warnings(rows: list[dict], base: Path) -> list[str]:
+    """A line when no lesion image has a mask (a copy without them), or when some lack one."""
+    lesions = [r for r in rows if r["finding"] != "normal"]
+    unmasked = sum("mask" not in r for r in lesions)
+    if unmasked == len(lesions):
+        return [f"breast-us: no masks found under {base}: grounding metrics will be skipped"]
+    return [f"breast-us: {unmasked} of {len(lesions)} lesion images have no _mask file"] if unmasked else []
 
 
 def read(root: Path, out_dir: Path, seed: int, list_file: Path | None):
@@ -52,9 +63,10 @@ def read(root: Path, out_dir: Path, seed: int, list_file: Path | None):
             rows.append(row)
     if not rows:
         raise DataError(f"breast-us: no '<class> (N).png' image under {base} (expected: {LAYOUT})")
+    warnings = _mask_warnings(rows, base)
     if list_file is None:
         patient_split(rows, seed, "breast-us")
-        return rows, []
+        return rows, warnings
     by_name = {r["image"].name: r for r in rows}
     listed = []
     for path, label in list_entries("breast-us", list_file, {c: c for c in CLASSES}):
@@ -62,7 +74,8 @@ def read(root: Path, out_dir: Path, seed: int, list_file: Path | None):
         if row is None:
             raise DataError(f"breast-us: {list_file}: {path} is not a BUSI image under {base}")
         listed.append({**row, "labels": [label]})
-    return apply_test_list("breast-us", rows, listed, seed)
+    rows, more = apply_test_list("breast-us", rows, listed, seed)
+    return rows, warnings + more
 
 
 ADAPTER = Adapter("breast-us", "ultrasound", CLASSES, LAYOUT, read, "breast-us")
