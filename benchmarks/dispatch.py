@@ -12,18 +12,18 @@ import time
 import torch
 
 from medmoe.config import load_config
-from medmoe.model.medmoe import ImageEncoder
+from medmoe.model.medmoe import MedMoE
 
 
-def step(encoder, images, expert, all_experts):
-    """One forward+backward; returns its wall time."""
-    encoder.zero_grad(set_to_none=True)
+def step(model, images, expert, all_experts):
+    """One forward+backward of the image side; returns its wall time."""
+    model.zero_grad(set_to_none=True)
     start = time.perf_counter()
     if all_experts:
-        global_emb, every, _ = encoder.forward_all_experts(images)
+        global_emb, every, _ = model.encode_image_all_experts(images)
         local = every[expert, torch.arange(len(images))]
     else:
-        out = encoder(images, expert)
+        out = model.encode_image(images, expert)
         global_emb, local = out.global_emb, out.local_map
     (global_emb.square().mean() + local.square().mean()).backward()
     return time.perf_counter() - start
@@ -43,9 +43,9 @@ def main():
     variants = {}
     for name, k, every in [("k1", 1, False), ("k6_grouped", 6, False), ("k6_all_experts", 6, True)]:
         torch.manual_seed(0)
-        encoder = ImageEncoder(load_config(args.preset, num_experts=k)).train()
+        model = MedMoE(load_config(args.preset, num_experts=k, text_pretrained=False)).train()
         expert = torch.arange(args.batch) % k  # balanced load: the grouped path's worst case
-        variants[name] = (encoder, images, expert, every)
+        variants[name] = (model, images, expert, every)
         step(*variants[name])  # warm-up
     times = {name: [] for name in variants}
     for _ in range(args.repeats):  # interleaved, so a slow phase of the machine hits all variants alike

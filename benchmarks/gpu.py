@@ -110,11 +110,12 @@ def main():
     batch = {"images": images, "reports": reports, "modality": modality}
 
     model, optimizer = build(config, device, tokenizer)
-    criterion = MedMoELoss(config.temp1, config.temp2, config.temp3, config.local_agg)
+    criterion = MedMoELoss.from_config(config)
+    batch["tokens"] = model.text.tokenize(reports)
 
     def medmoe_step():
         optimizer.zero_grad(set_to_none=True)
-        forward_backward(model, model, criterion, [batch], device, autocast, seed=0)
+        forward_backward(model, criterion, [batch], device, autocast, seed=0)
         optimizer.step()
 
     result |= measure("train_medmoe", medmoe_step, args.batch, device, args)
@@ -126,7 +127,7 @@ def main():
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             _, pooled = model.image.features(images)
-            text = model.text(reports)[0]
+            text = model.text(batch["tokens"])[0]
             loss = sum(global_contrastive_loss(pooled_proj(pooled), text, config.temp3))
         loss.backward()
         optimizer.step()

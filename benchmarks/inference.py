@@ -46,7 +46,8 @@ def encode_images_per_s(preset, batch, repeats):
 
 def train_step(model, criterion, batch):
     model.zero_grad(set_to_none=True)
-    forward_backward(model, model, criterion, [batch], torch.device("cpu"), contextlib.nullcontext, seed=0)
+    forward_backward(model, criterion, [batch | {"tokens": model.text.tokenize(batch["reports"])}],
+                     torch.device("cpu"), contextlib.nullcontext, seed=0)
 
 
 def main():

@@ -1,4 +1,4 @@
-"""model.classify and `medmoe classify`: files and tensors in, zero-shot probabilities and routing out."""
+"""PromptClassifier / classify and `medmoe classify`: files and tensors in, zero-shot probabilities and routing out."""
 import json
 
 import numpy as np
@@ -8,11 +8,11 @@ from PIL import Image
 
 import medmoe
 from medmoe.cli import main
-from medmoe.classify import expert_modalities
+from medmoe.classify import PromptClassifier, classify, expert_modalities
 from medmoe.data.io import load_image
 from medmoe.data.transforms import to_model_input
 from medmoe.errors import ConfigError, ImageLoadError
-from medmoe.eval.zeroshot import class_probabilities
+from medmoe.eval.zeroshot import class_probabilities, class_prompts
 
 CLASSES = ["pneumonia", "normal", "fracture"]
 
@@ -29,11 +29,11 @@ def files(tmp_path_factory):
 
 
 def test_files_are_classified_as_their_model_input(tiny, files):
-    result = tiny.classify([files["dicom"], files["png"]], CLASSES)
+    result = classify(tiny, [files["dicom"], files["png"]], CLASSES)
     batch = torch.stack([to_model_input(load_image(files[k]), tiny.config.image_size) for k in ("dicom", "png")])
     encoded = tiny.encode_image(batch)
     assert result.classes == CLASSES and result.probabilities.shape == (2, 3)
-    torch.testing.assert_close(result.probabilities, class_probabilities(tiny, encoded, CLASSES))
+    torch.testing.assert_close(result.probabilities, class_probabilities(tiny, encoded, class_prompts(tiny, CLASSES)))
     torch.testing.assert_close(result.probabilities.sum(1), torch.ones(2))
     assert torch.equal(result.expert, encoded.expert)
     torch.testing.assert_close(result.router_probabilities, encoded.router_logits.softmax(1))
@@ -42,18 +42,27 @@ def test_files_are_classified_as_their_model_input(tiny, files):
 
 def test_tensors_lists_and_phrase_maps(tiny, files):
     x = to_model_input(load_image(files["dicom"]), tiny.config.image_size)
-    one = tiny.classify(x, CLASSES)  # a single [3, H, W] image
+    one = classify(tiny, x, CLASSES)  # a single [3, H, W] image
     assert one.probabilities.shape == (1, 3)
-    as_map = tiny.classify(x[None], {c: [c] for c in CLASSES})
+    as_map = classify(tiny, x[None], {c: [c] for c in CLASSES})
     torch.testing.assert_close(as_map.probabilities, one.probabilities)
-    reworded = tiny.classify(x, {"pneumonia": ["lobar consolidation"], "normal": ["normal"], "fracture": ["fracture"]})
+    reworded = classify(tiny, x, {"pneumonia": ["lobar consolidation"], "normal": ["normal"], "fracture": ["fracture"]})
     assert not torch.allclose(reworded.probabilities, one.probabilities)  # the phrases are what is scored
+
+
+def test_the_prompts_are_embedded_once_for_every_file(tiny, files, monkeypatch):
+    classifier = PromptClassifier(tiny, CLASSES, ["a scan of {}", "{}"])
+    calls = []
+    monkeypatch.setattr(tiny, "encode_text", lambda *a, **k: calls.append(a))
+    records = classifier.files([files["dicom"], files["png"], files["dicom"]], batch_size=1)  # three chunks
+    assert calls == [] and [len(r["probabilities"]) for r in records] == [3, 3, 3]
+    assert records[0]["probabilities"] == records[2]["probabilities"]
 
 
 def test_each_expert_names_the_modalities_assigned_to_it(tiny, files):
     assigned = expert_modalities(tiny)
     assert assigned == {0: ["xray"], 1: ["ct"], 2: ["mri"], 3: ["ultrasound"]}
-    result = tiny.classify([files["dicom"]], CLASSES)
+    result = classify(tiny, [files["dicom"]], CLASSES)
     assert result.modalities == [assigned[int(result.expert[0])]]
     two = medmoe.create_model("tiny", num_experts=2)
     assert expert_modalities(two) == {0: ["xray", "mri"], 1: ["ct", "ultrasound"]}
@@ -61,11 +70,11 @@ def test_each_expert_names_the_modalities_assigned_to_it(tiny, files):
 
 def test_bad_classes_and_files_are_clear_errors(tiny, files):
     with pytest.raises(ConfigError, match="at least 2"):
-        tiny.classify([files["png"]], ["only"])
+        classify(tiny, [files["png"]], ["only"])
     with pytest.raises(ConfigError, match="'normal'"):
-        tiny.classify([files["png"]], {"pneumonia": ["consolidation"], "normal": "normal"})
+        classify(tiny, [files["png"]], {"pneumonia": ["consolidation"], "normal": "normal"})
     with pytest.raises(ImageLoadError, match="notes.txt"):
-        tiny.classify([files["bad"]], CLASSES)
+        classify(tiny, [files["bad"]], CLASSES)
 
 
 def test_classify_command_table_and_json(tiny, tiny_folder, files, tmp_path, capsys):
@@ -77,7 +86,7 @@ def test_classify_command_table_and_json(tiny, tiny_folder, files, tmp_path, cap
     assert table[2].startswith("notes.txt") and "cannot be classified" in table[2] and "not a recognised image" in table[2]
     records = json.loads(out.read_text())
     assert [r["image"] for r in records] == [files["dicom"], files["bad"], files["png"]]
-    expected = tiny.classify([files["dicom"], files["png"]], CLASSES)
+    expected = classify(tiny, [files["dicom"], files["png"]], CLASSES)
     for r, probs, expert in zip([records[0], records[2]], expected.probabilities, expected.expert):
         assert list(r["probabilities"]) == CLASSES
         assert r["probabilities"]["normal"] == pytest.approx(float(probs[1]), abs=1e-6)

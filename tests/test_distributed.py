@@ -72,7 +72,6 @@ def _worker(rank: int, out: str) -> None:
         half = slice(rank * 4, rank * 4 + 4)
         mixture, pyramid, expert, weight = experts_and_input()
         convert_sync_batchnorm(mixture)
-        mixture.every_expert = True
         local = mixture([f[half] for f in pyramid], expert[half])
         (local * weight[half]).sum().backward()
         grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in mixture.parameters()]
@@ -167,10 +166,15 @@ def torchrun(data, out, *extra):
     return done
 
 
+UPCYCLED = ("--set", "expert_init=upcycle", "--set", "upcycle_step=4", "--set", "shared_expert=true")
+
+
 @pytest.mark.ddp
 @pytest.mark.slow
-def test_two_process_training_writes_checkpoints_and_resumes_exactly(tmp_path, medsynth):
-    torchrun(medsynth, tmp_path / "run")
+@pytest.mark.parametrize("settings", [(), UPCYCLED], ids=["medmoe", "upcycled-shared"])
+def test_two_process_training_writes_checkpoints_and_resumes_exactly(tmp_path, medsynth, settings):
+    """Both ranks split at step 4 when upcycling, also when resumed from the step-3 checkpoint."""
+    torchrun(medsynth, tmp_path / "run", *settings)
     run = tmp_path / "run"
     assert latest_checkpoint(run).name == "step-000006"
     final = load_file(latest_checkpoint(run) / "model" / "model.safetensors")
@@ -185,10 +189,13 @@ def test_two_process_training_writes_checkpoints_and_resumes_exactly(tmp_path, m
 
     shutil.rmtree(run / "checkpoints" / "step-000006")
     (run / "checkpoints" / "latest").write_text("step-000003")
-    torchrun(medsynth, run, "--resume", str(run))
+    torchrun(medsynth, run, "--resume", str(run), *settings)
     resumed = load_file(latest_checkpoint(run) / "model" / "model.safetensors")
     assert latest_checkpoint(run).name == "step-000006"
     assert final.keys() == resumed.keys() and all(torch.equal(final[k], resumed[k]) for k in final)
+    if settings:
+        assert final["gate.upcycled"] and not torch.equal(final["image.experts.experts.0.head.1.weight"],
+                                                          final["image.experts.experts.1.head.1.weight"])
 
 
 @pytest.mark.ddp

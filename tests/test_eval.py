@@ -20,6 +20,7 @@ from medmoe.eval import ENSEMBLES, SCORINGS
 from medmoe.eval.zeroshot import (
     PromptBank,
     class_probabilities,
+    class_prompts,
     classification_metrics,
     combine,
     embed_prompts,
@@ -106,12 +107,12 @@ def test_class_probabilities_follow_the_routed_expert(scoring):
     classes = {"effusion": ["pleural effusion"], "normal": ["no acute findings", "clear lungs"]}
     with torch.no_grad():
         routed = model.encode_image(x)
-        probs = class_probabilities(model, routed, classes, ["{}."], scoring=scoring)
-        other = class_probabilities(model, model.encode_image(x, expert=(routed.expert + 1) % 4), classes, ["{}."],
-                                    scoring=scoring)
+        bank = class_prompts(model, classes, ["{}."])
+        probs = class_probabilities(model, routed, bank, scoring=scoring)
+        other = class_probabilities(model, model.encode_image(x, expert=(routed.expert + 1) % 4), bank, scoring=scoring)
     assert probs.shape == (3, 2) and torch.allclose(probs.sum(1), torch.ones(3))
     assert not torch.allclose(probs, other)  # every scoring sees the expert: through v_g and the local map
-    names = class_probabilities(model, routed, ["effusion", "normal"], scoring=scoring)
+    names = class_probabilities(model, routed, class_prompts(model, ["effusion", "normal"]), scoring=scoring)
     assert names.shape == (3, 2)
 
 
@@ -212,16 +213,16 @@ def test_baseline_variants_train_a_step(variant):
     assert variant_of(cfg) == variant
     torch.manual_seed(0)
     model = medmoe.MedMoE(cfg).train()
-    image, text = model(torch.randn(4, 3, 64, 64), ["left effusion", "normal", "liver lesion", "no cyst"],
-                        torch.tensor([0, 0, 1, 3]))
-    losses = MedMoELoss()(image.global_emb, text.global_emb, image.local_map, text.words, text.lengths,
-                          [r for r in (image.router_logits, text.router_logits) if r is not None], torch.tensor([0, 0, 1, 3]))
+    inputs = model(torch.randn(4, 3, 64, 64), ["left effusion", "normal", "liver lesion", "no cyst"],
+                   torch.tensor([0, 0, 1, 3]))
+    losses = MedMoELoss.from_config(cfg)(**inputs)
     losses["total"].backward()
-    assert image.local_map.shape == (4, 32, 16, 16) and torch.isfinite(losses["total"])
+    assert inputs["regions"].shape == (4, 32, 16, 16) and torch.isfinite(losses["total"])
+    assert (inputs["route"] is None) == (variant != "soft-moe") and (losses["aux"] > 0) == (variant == "soft-moe")
     cost = image_side_cost(cfg)
     assert cost["params_active"] == cost["params_total"]  # no inactive experts in any baseline
     if variant == "soft-moe":  # the report router learns through the mixing weights
-        assert model.text_router.mlp[0].weight.grad.abs().sum() > 0
+        assert model.gate.text_router.mlp[0].weight.grad.abs().sum() > 0
         local_grads = [p.grad for p in model.image.experts.parameters() if p.grad is not None]
         assert len(local_grads) == len(list(model.image.experts.parameters()))
     if variant == "single-scale":

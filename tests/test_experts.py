@@ -16,9 +16,9 @@ def test_grouped_dispatch_equals_running_every_expert_and_selecting(tiny):
     expert = torch.tensor([3, 0, 3, 1, 0, 2, 3])
     with torch.no_grad():
         routed = tiny.encode_image(x, expert=expert)
-        _, every, logits = tiny.image.forward_all_experts(x)
+        _, every, route = tiny.encode_image_all_experts(x)
     torch.testing.assert_close(routed.local_map, every[expert, torch.arange(7)])
-    torch.testing.assert_close(routed.router_logits, logits)
+    torch.testing.assert_close(routed.router_logits, route.image_logits)
     assert torch.equal(routed.expert, expert)
 
 
@@ -46,22 +46,24 @@ def test_without_a_report_the_image_router_decides(tiny):
 def test_each_routing_source_drives_dispatch(routing):
     torch.manual_seed(0)
     model = medmoe.create_model("tiny", routing=routing).eval()
-    modality = model.modality_index(["xray", "ct", "mri", None])
+    modality = model.gate.modality_index(["xray", "ct", "mri", None])
     with torch.no_grad():
-        img, txt = model(images(4), REPORTS, modality)
+        route = model(images(4), REPORTS, modality)["route"]
         image_choice = model.encode_image(images(4)).expert
+        text_choice = model.encode_text(REPORTS).router_logits.argmax(1)
+    assert torch.equal(route.target, torch.tensor([0, 1, 2, -1]))
     if routing == "text":
-        assert torch.equal(img.expert, txt.router_logits.argmax(1))
+        assert torch.equal(route.expert, text_choice)
     elif routing == "label":  # labelled rows follow their modality's expert; the unlabelled one the report
-        assert img.expert[:3].tolist() == [0, 1, 2]
-        assert img.expert[3] == txt.router_logits[3].argmax()
+        assert route.expert[:3].tolist() == [0, 1, 2]
+        assert route.expert[3] == text_choice[3]
     else:
-        assert torch.equal(img.expert, image_choice)
+        assert torch.equal(route.expert, image_choice)
 
 
 def test_label_routing_maps_more_modalities_than_experts_onto_experts():
     model = medmoe.create_model("tiny", num_experts=2)
-    targets = model.expert_targets(model.modality_index(["xray", "ct", "mri", "ultrasound", "fundus"]))
+    targets = model.gate.expert_of(model.gate.modality_index(["xray", "ct", "mri", "ultrasound", "fundus"]))
     assert targets.tolist() == [0, 1, 0, 1, -1]
 
 
@@ -75,19 +77,18 @@ def test_label_routing_without_labels_is_a_clear_error():
 def test_baselines_build_train_and_backpropagate(overrides):
     torch.manual_seed(0)
     model = medmoe.create_model("tiny", **overrides).train()
-    img, txt = model(images(4), REPORTS)
-    assert img.local_map.shape == (4, 32, 16, 16)
-    (img.local_map.square().mean() + img.global_emb.square().mean() + txt.words.square().mean()).backward()
+    out = model(images(4), REPORTS)
+    assert out["regions"].shape == (4, 32, 16, 16)
+    (out["regions"].square().mean() + out["image_global"].square().mean() + out["words"].square().mean()).backward()
     head = model.image.head if overrides.get("moe") is False else model.image.experts.experts[0]
     # the scorer's last bias adds the same logit to every scale: the softmax over scales cancels it, so
     # its gradient is zero up to rounding (nonzero or not depending on the thread count)
     trained = [p for name, p in head.named_parameters() if name != "scale_scorer.2.bias"]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
     if overrides.get("moe") is False:
-        assert img.router_logits is None and txt.router_logits is None
-        assert not hasattr(model.image, "router")
+        assert out["route"] is None and model.gate is None
     else:
-        assert img.expert.tolist() == [0, 0, 0, 0]
+        assert out["route"].expert.tolist() == [0, 0, 0, 0]
 
 
 def test_scale_attention_is_a_softmax_over_scales_per_location():
@@ -125,7 +126,7 @@ def test_global_embedding_comes_from_the_routed_expert_or_the_backbone(source):
     with torch.no_grad():
         a = model.encode_image(x, expert=torch.tensor([0, 1, 2, 3]))
         b = model.encode_image(x, expert=torch.tensor([1, 2, 3, 0]))
-        ref, every, logits = model.image.forward_all_experts(x)
+        ref, every, _ = model.encode_image_all_experts(x)
         routed = model.encode_image(x)
     assert not torch.allclose(a.local_map, b.local_map)
     assert torch.allclose(a.global_emb, b.global_emb) == (source == "backbone")

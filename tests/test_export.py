@@ -18,7 +18,7 @@ def exported(tmp_path_factory):
     """A tiny model whose router sends these test images to different experts, exported by the CLI."""
     torch.manual_seed(3)
     model = medmoe.create_model("tiny").eval().requires_grad_(False)
-    model.image.router.mlp[2].weight.mul_(20)  # spread the routing of random images over the experts
+    model.gate.image_router.mlp[2].weight.mul_(20)  # spread the routing of random images over the experts
     folder = model.save_pretrained(tmp_path_factory.mktemp("model") / "m")
     out = tmp_path_factory.mktemp("onnx")
     assert main(["export", "--model", str(folder), "--format", "onnx", "--out", str(out)]) == 0

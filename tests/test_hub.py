@@ -90,7 +90,7 @@ def test_save_for_hub_writes_the_model_and_its_card(tiny, trained_run, tmp_path)
     assert "| zeroshot.accuracy | 0.8125 |" in body
     assert json.loads((folder / "eval.json").read_text())["zeroshot"]["accuracy"] == 0.8125
     reloaded = medmoe.load(folder)
-    assert torch.equal(reloaded.image.router.mlp[0].weight, tiny.image.router.mlp[0].weight)
+    assert torch.equal(reloaded.gate.image_router.mlp[0].weight, tiny.gate.image_router.mlp[0].weight)
 
 
 def test_a_model_without_a_run_gets_a_card_without_training_or_evaluation(tiny, tmp_path):

@@ -12,6 +12,7 @@ from medmoe.losses import (
     local_similarity,
     word_attention,
 )
+from medmoe.model.gate import Route
 
 # ---------------------------------------------------------------- reference (GLoRIA code)
 
@@ -326,6 +327,19 @@ def test_auxiliary_nothing_labelled_is_zero_with_graph():
     assert torch.equal(logits.grad, torch.zeros_like(logits))
 
 
+def route(image_logits, text_logits, target):
+    return Route(image_logits.argmax(1), None, image_logits, text_logits, target)
+
+
+def test_medmoe_loss_from_config_takes_its_temperatures_and_weights():
+    from medmoe.config import load_config
+
+    config = load_config("tiny", recipe="paper", temp1=3.0, local_agg="mean")
+    loss = MedMoELoss.from_config(config, gather=False)
+    assert (loss.temp1, loss.temp2, loss.temp3, loss.agg) == (3.0, config.temp2, config.temp3, "mean")
+    assert (loss.w_global, loss.w_local, loss.w_aux, loss.gather) == (0.5, 0.5, 2.0, False)
+
+
 def test_medmoe_loss_total_is_weighted_sum():
     regions, words, lengths = make_inputs(seed=8)
     g = torch.Generator().manual_seed(9)
@@ -334,7 +348,7 @@ def test_medmoe_loss_total_is_weighted_sum():
     router = [torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)]
     target = torch.tensor([0, -1, 2, 1])
     crit = MedMoELoss(agg="mean", w_global=0.5, w_local=2.0, w_aux=0.25)
-    out = crit(img, txt, regions, words, lengths, router, target)
+    out = crit(img, txt, regions, words, lengths, route(*router, target=target))
     assert set(out) == {"global", "local", "aux", "total"}
     glob = sum(ref_global_loss(img, txt))
     loc = sum(ref_local_loss(regions, words, lengths, agg="mean")[:2])
@@ -345,8 +359,8 @@ def test_medmoe_loss_total_is_weighted_sum():
     want = 0.5 * out["global"] + 2.0 * out["local"] + 0.25 * out["aux"]
     assert abs(out["total"].item() - want.item()) < 1e-12
     # no routers / no target -> aux is 0
-    for r, t in (([], target), (router, None)):
-        out = crit(img, txt, regions, words, lengths, r, t)
+    for r in (None, route(*router, target=None)):
+        out = crit(img, txt, regions, words, lengths, r)
         assert out["aux"].item() == 0.0
         assert abs(out["total"].item() - (0.5 * out["global"] + 2.0 * out["local"]).item()) < 1e-12
 
@@ -358,7 +372,7 @@ def test_medmoe_loss_backward_reaches_all_inputs():
     img = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     txt = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     router = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    out = MedMoELoss()(img, txt, regions, words, lengths, [router], torch.tensor([0, 1, 2, -1]))
+    out = MedMoELoss()(img, txt, regions, words, lengths, route(router, None, target=torch.tensor([0, 1, 2, -1])))
     out["total"].backward()
     for t in (regions, words, img, txt, router):
         assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0

@@ -17,7 +17,7 @@ def test_presets_and_overrides():
     assert parse_overrides(["num_experts=3", "moe=false", "swin.depths=[2,2,2,2]", "text_model=x/y"]) == {
         "num_experts": 3, "moe": False, "swin": {"depths": [2, 2, 2, 2]}, "text_model": "x/y"}
     model = medmoe.create_model("tiny", num_experts=3, embed_dim=16)
-    assert len(model.image.experts.experts) == 3 and model.text_router.mlp[-1].out_features == 3
+    assert len(model.image.experts.experts) == 3 and model.gate.text_router.mlp[-1].out_features == 3
 
 
 @pytest.mark.parametrize("bad", [{"num_experts": "four"}, {"routing": "random"}, {"nope": 1}, {"moe": 1},

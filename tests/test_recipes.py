@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import medmoe
-from medmoe.config import list_recipes, load_config, load_recipe
+from medmoe import registry
+from medmoe.config import load_config
 from medmoe.data.dataset import ResumableBatches
 from medmoe.errors import ConfigError
 from medmoe.cli import main
@@ -28,7 +29,7 @@ def skewed(tmp_path_factory):
 
 
 def test_recipes_are_data_and_set_model_and_training_settings():
-    assert {"default", "paper", "gloria"} <= set(list_recipes())
+    assert {"default", "paper", "gloria"} <= set(registry.names("recipes"))
     paper = load_config("tiny", recipe="paper")
     assert (paper.w_global, paper.w_local, paper.w_aux, paper.freeze_text, paper.text_clean) == (
         0.5, 0.5, 2.0, True, "gloria")
@@ -38,7 +39,9 @@ def test_recipes_are_data_and_set_model_and_training_settings():
         "adam", "plateau", 0.25, 10, 1e-4, "paper")
     assert TrainArgs.from_recipe(data="d", out="o") == TrainArgs(data="d", out="o")
     with pytest.raises(ConfigError, match="unknown recipe"):
-        load_recipe("nope")
+        load_config("tiny", recipe="nope")
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        TrainArgs.from_recipe(recipe="nope", data="d", out="o")
     with pytest.raises(ConfigError, match="schedule"):
         TrainArgs(data="d", out="o", schedule="step")
 
@@ -49,7 +52,7 @@ def test_optimizer_groups_and_router_learning_rate():
     args = TrainArgs(data="d", out="o", optimizer="adam", lr=1e-3, weight_decay=0.1, router_lr_mult=10.0)
     opt = build_optimizer(model, args)
     assert isinstance(opt, torch.optim.Adam) and not isinstance(opt, torch.optim.AdamW)
-    routers = {id(p) for r in (model.image.router, model.text_router) for p in r.parameters()}
+    routers = {id(p) for r in (model.gate.image_router, model.gate.text_router) for p in r.parameters()}
     for group in opt.param_groups:
         ids = {id(p) for p in group["params"]}
         assert ids <= routers or not ids & routers  # routers in groups of their own

@@ -19,13 +19,14 @@ def setting():
     """The tiny model in eval mode: no batch statistics, no dropout, but autograd on."""
     torch.manual_seed(0)
     model = medmoe.create_model("tiny").eval()
-    batch = {"images": torch.randn(16, 3, 64, 64), "reports": REPORTS, "modality": torch.arange(16) % 4}
+    batch = {"images": torch.randn(16, 3, 64, 64), "reports": REPORTS, "modality": torch.arange(16) % 4,
+             "tokens": model.text.tokenize(REPORTS)}
     return model, MedMoELoss(), batch
 
 
 def gradient(model, criterion, micro):
     model.zero_grad(set_to_none=True)
-    losses = forward_backward(model, model, criterion, micro, torch.device("cpu"), contextlib.nullcontext, seed=0)
+    losses, _ = forward_backward(model, criterion, micro, torch.device("cpu"), contextlib.nullcontext, seed=0)
     return losses, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
@@ -50,10 +51,16 @@ def test_four_micro_batches_of_four_give_the_gradient_of_one_batch_of_sixteen(se
     assert max((separate[n] - big[n]).abs().max() / big[n].abs().max() for n in big) > 0.05
 
 
-def test_split_batch_keeps_every_sample_in_order():
-    batch = {"images": torch.arange(10.0)[:, None], "reports": [str(i) for i in range(10)],
-             "modality": torch.arange(10)}
+def test_split_batch_keeps_every_sample_in_order(setting):
+    model = setting[0]
+    reports = [" ".join(["word"] * (1 + i)) for i in range(10)]
+    batch = {"images": torch.arange(10.0)[:, None], "reports": reports, "modality": torch.arange(10),
+             "tokens": model.text.tokenize(reports)}
     parts = split_batch(batch, 4)
     assert sorted(len(p["reports"]) for p in parts) == [2, 2, 3, 3]
     assert sum((p["reports"] for p in parts), []) == batch["reports"]
     assert torch.equal(torch.cat([p["images"] for p in parts]), batch["images"])
+    for part in parts:  # each micro-batch's tokens as if it had been tokenised on its own
+        own = model.text.tokenize(part["reports"])
+        assert all(torch.equal(getattr(part["tokens"], k), getattr(own, k)) for k in ("input_ids", "attention_mask",
+                                                                                    "word_ids"))

@@ -14,7 +14,9 @@ _LAZY = {
     "MedMoEConfig": "medmoe.config",
     "load_config": "medmoe.config",
     "list_presets": "medmoe.config",
-    "load": "medmoe.classify",
+    "load": "medmoe.model.medmoe",
+    "PromptClassifier": "medmoe.classify",
+    "classify": "medmoe.classify",
 }
 
 __all__ = ["__version__", *_LAZY]

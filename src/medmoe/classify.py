@@ -1,18 +1,18 @@
-"""Use a trained model: ``medmoe.load`` and zero-shot classification of image files.
+"""Zero-shot classification as a wrapper around a trained model (MedCLIP's ``PromptClassifier``).
 
-    model = medmoe.load("runs/demo/medmoe")      # model folder, training run or Hub id "org/name"
-    result = model.classify(["chest.dcm"], ["pneumonia", "normal"])
-    result.probabilities                          # [B, C], each row sums to 1
-    result.expert, result.modalities              # the image router's expert and its modalities
+    model = medmoe.load("runs/demo/medmoe")            # model folder, training run or Hub id "org/name"
+    classifier = PromptClassifier(model, ["pneumonia", "normal"])   # the prompts are embedded once
+    result = classifier(["chest.dcm"])                  # or classify(model, ["chest.dcm"], classes)
+    result.probabilities                                # [B, C], each row sums to 1
+    result.expert, result.modalities                    # the image router's expert and its modalities
 
 The probabilities are a softmax over the classes of the zero-shot scores with the evaluation's
-default scoring (``medmoe.eval.zeroshot.class_probabilities``); the image router picks the expert,
-as there is no report at inference.
+default scoring (``medmoe.eval.zeroshot``); the image router picks the expert, as there is no
+report at inference.
 """
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,21 +21,6 @@ import torch
 
 from .data.transforms import ImageTransform
 from .errors import ConfigError, ImageLoadError
-
-HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-def load(name_or_path: str | os.PathLike, map_location: str = "cpu"):
-    """A model folder, a training run (its newest checkpoint) or a Hugging Face Hub id ``org/name``
-    (downloaded once into the Hub cache, then read from there; offline with ``HF_HUB_OFFLINE=1``)."""
-    from .model.medmoe import MedMoE
-
-    path = Path(name_or_path)
-    if not path.exists() and HUB_ID.match(str(name_or_path)):
-        from .hub import download
-
-        path = download(str(name_or_path))
-    return MedMoE.from_pretrained(path, map_location=map_location)
 
 
 def model_input(model, image) -> torch.Tensor:
@@ -49,10 +34,8 @@ def model_input(model, image) -> torch.Tensor:
 
 
 def expert_modalities(model) -> dict[int, list[str]]:
-    """The modalities assigned to each expert (``MedMoE.expert_targets``: modality index mod K)."""
-    names = model.config.modalities
-    targets = model.expert_targets(torch.arange(len(names))).tolist()
-    return {k: [m for m, t in zip(names, targets) if t == k] for k in range(model.config.num_experts)}
+    """The modalities assigned to each expert (the gate's modality table)."""
+    return model.gate.expert_modalities()
 
 
 @dataclass
@@ -80,23 +63,58 @@ def class_names(classes) -> list[str]:
     return names
 
 
-@torch.no_grad()
-def classify(model, images, classes, templates: list[str] | None = None) -> Classification:
-    """Zero-shot probabilities of ``classes`` for ``images``: a tensor [B, 3, H, W] or [3, H, W]
-    (model input), or a list of files / grey arrays / [3, H, W] tensors."""
-    from .eval.zeroshot import class_probabilities
+class PromptClassifier:
+    """Zero-shot probabilities of ``classes`` (names, or {name: [phrases]}), whose prompts (each phrase
+    in each of ``templates``) are embedded once, for any number of images."""
 
-    model.eval()
-    names = class_names(classes)
-    if isinstance(images, (str, os.PathLike, np.ndarray)):
-        images = [images]
-    if isinstance(images, torch.Tensor):
-        batch = images[None] if images.ndim == 3 else images
-    else:
-        batch = torch.stack([model_input(model, image) for image in images])
-    encoded = model.encode_image(batch.to(next(model.parameters()).device))
-    probabilities = class_probabilities(model, encoded, classes, templates).float().cpu()
-    return Classification(names, probabilities, *routing(model, encoded))
+    def __init__(self, model, classes, templates: list[str] | None = None, scoring: str | None = None,
+                 ensemble: str | None = None):
+        from .eval.zeroshot import class_prompts
+
+        self.model, self.classes = model.eval(), class_names(classes)
+        self.bank = class_prompts(model, classes, templates)
+        self.scoring, self.ensemble = scoring, ensemble
+
+    @torch.no_grad()
+    def __call__(self, images) -> Classification:
+        """``images``: a tensor [B, 3, H, W] or [3, H, W] (model input), or a list of files / grey
+        arrays / [3, H, W] tensors."""
+        from .eval.zeroshot import class_probabilities
+
+        if isinstance(images, (str, os.PathLike, np.ndarray)):
+            images = [images]
+        if isinstance(images, torch.Tensor):
+            batch = images[None] if images.ndim == 3 else images
+        else:
+            batch = torch.stack([model_input(self.model, image) for image in images])
+        encoded = self.model.encode_image(batch.to(next(self.model.parameters()).device))
+        probabilities = class_probabilities(self.model, encoded, self.bank, self.scoring, self.ensemble)
+        return Classification(self.classes, probabilities.float().cpu(), *routing(self.model, encoded))
+
+    def files(self, paths: list, batch_size: int = 16) -> list[dict]:
+        """One record per file, in order: {"image", "probabilities": {class: p}, "expert", "modality"}
+        (modality: the names assigned to the routed expert, joined by "/"), or {"image", "error"} for a
+        file that cannot be read; the readable ones are classified in batches."""
+        records, ready = [], []
+        for path in paths:
+            try:
+                ready.append((len(records), model_input(self.model, path)))
+                records.append({"image": str(path)})
+            except ImageLoadError as exc:
+                records.append({"image": str(path), "error": str(exc)})
+        for start in range(0, len(ready), batch_size):
+            chunk = ready[start : start + batch_size]
+            result = self(torch.stack([x for _, x in chunk]))
+            for b, (i, _) in enumerate(chunk):
+                records[i]["probabilities"] = dict(zip(result.classes, result.probabilities[b].tolist()))
+                records[i]["expert"] = None if result.expert is None else int(result.expert[b])
+                records[i]["modality"] = None if result.modalities is None else "/".join(result.modalities[b])
+        return records
+
+
+def classify(model, images, classes, templates: list[str] | None = None) -> Classification:
+    """``PromptClassifier(model, classes, templates)(images)``, for one call."""
+    return PromptClassifier(model, classes, templates)(images)
 
 
 def routing(model, encoded) -> tuple:
@@ -107,27 +125,6 @@ def routing(model, encoded) -> tuple:
     assigned = expert_modalities(model)
     expert = encoded.expert.cpu()
     return expert, encoded.router_logits.float().softmax(1).cpu(), [assigned[k] for k in expert.tolist()]
-
-
-def classify_files(model, paths: list, classes, templates: list[str] | None = None, batch_size: int = 16) -> list[dict]:
-    """One record per file, in order: {"image", "probabilities": {class: p}, "expert", "modality"}
-    (modality: the names assigned to the routed expert, joined by "/"), or {"image", "error"} for a
-    file that cannot be read; the readable ones are classified in batches."""
-    records, ready = [], []
-    for path in paths:
-        try:
-            ready.append((len(records), model_input(model, path)))
-            records.append({"image": str(path)})
-        except ImageLoadError as exc:
-            records.append({"image": str(path), "error": str(exc)})
-    for start in range(0, len(ready), batch_size):
-        chunk = ready[start : start + batch_size]
-        result = classify(model, torch.stack([x for _, x in chunk]), classes, templates)
-        for b, (i, _) in enumerate(chunk):
-            records[i]["probabilities"] = dict(zip(result.classes, result.probabilities[b].tolist()))
-            records[i]["expert"] = None if result.expert is None else int(result.expert[b])
-            records[i]["modality"] = None if result.modalities is None else "/".join(result.modalities[b])
-    return records
 
 
 def read_prompts(path: str | os.PathLike, names: list[str] | None = None) -> tuple[dict[str, list[str]], list[str] | None]:

@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import VARIANTS, list_presets, list_recipes, load_config, parse_overrides, variant_of
+from . import registry
+from .config import load_config, parse_overrides, variant_of
 from .errors import ConfigError, DataError, ManifestError, TrainingError
 from .options import add_options, given_options
 from .train.args import TrainArgs
@@ -21,13 +22,13 @@ from .data.labelling import FILL_PROBABILITY, OVERRIDE_PROBABILITY
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="tiny", help=f"model preset: {', '.join(list_presets())} (default: tiny)")
+    p.add_argument("--preset", default="tiny", help=f"model preset: {', '.join(registry.names('presets'))} (default: tiny)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set num_experts=4 --set swin.embed_dim=32 (repeatable)")
 
 
 def _add_recipe_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", default="default", choices=list_recipes(),
+    p.add_argument("--recipe", default="default", choices=registry.names("recipes"),
                    help="training recipe (src/medmoe/recipes/): optimiser, schedule, clipping, epochs, loss weights, "
                    "temperatures and text settings; options and --set given here override it (default: default)")
     p.add_argument("--freeze-text", action="store_true", default=None,
@@ -260,12 +261,13 @@ def cmd_explain(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from .classify import classify_files, load, read_prompts
+    from .classify import PromptClassifier, read_prompts
+    from .model.medmoe import load
 
     if not args.classes and not args.prompts:
         raise ConfigError("classify needs --classes NAME... or --prompts FILE")
     classes, templates = read_prompts(args.prompts, args.classes) if args.prompts else (args.classes, None)
-    records = classify_files(load(args.model), args.image, classes, templates)
+    records = PromptClassifier(load(args.model), classes, templates).files(args.image)
     names = [str(c) for c in classes]
     width = max(12, *(len(Path(r["image"]).name) for r in records)) + 2
     print(f"{'image':<{width}}{'expert':<8}{'modality':<14}" + "".join(f"{n:>{max(8, len(n) + 2)}}" for n in names))
@@ -284,15 +286,15 @@ def cmd_classify(args) -> int:
 
 def cmd_app(args) -> int:
     from .app.server import serve
-    from .classify import load
+    from .model.medmoe import load
 
     serve(load(args.model), args.host, args.port)
     return 0
 
 
 def cmd_export(args) -> int:
-    from .classify import load
     from .export import export_onnx
+    from .model.medmoe import load
 
     out = export_onnx(load(args.model), args.out)
     print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
@@ -388,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="pretrain MedMoE on a manifest or webdataset shards",
                        description="Train on the manifest's train split (or on shards), score the val split "
                        "periodically. Data-parallel under torchrun: torchrun --nproc_per_node N -m medmoe train ...")
-    p.add_argument("--variant", default="medmoe", choices=list(VARIANTS),
+    p.add_argument("--variant", default="medmoe", choices=registry.names("variants"),
                    help="medmoe (default), or a baseline: static (one multi-scale head), single-scale "
                    "(stage-3 features only), soft-moe (all experts, router-weighted)")
     _add_model_options(p)
@@ -402,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "time once: the first model's pace over its first steps fixes the steps every model trains.")
     p.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
     p.add_argument("--n", type=int, default=3000, help="MedSynth images (default: 3000)")
-    p.add_argument("--variants", nargs="+", default=["medmoe", "static"], choices=list(VARIANTS),
+    p.add_argument("--variants", nargs="+", default=["medmoe", "static"], choices=registry.names("variants"),
                    help="models to train and compare (default: medmoe static)")
     _add_model_options(p)
     _add_recipe_options(p)

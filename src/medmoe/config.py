@@ -1,7 +1,10 @@
-"""Model configuration: presets are JSON data (``medmoe/presets/*.json``) plus overrides.
+"""Model configuration: a preset, a variant and a recipe from the registry (``registry.py``), plus
+overrides.
 
 ``load_config("tiny", num_experts=2)`` and ``--set num_experts=2`` on the command line go
-through the same code, so every field below is settable from Python and from the CLI.
+through the same code, so every field below is settable from Python and from the CLI; a field
+declared with ``option`` is also a command-line switch of ``medmoe train`` (``--freeze-text``).
+The design behind the fields is in ``docs/design.md``.
 """
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
+from . import registry
 from .errors import ConfigError
+from .options import option
 
 COLOURS = ("gray", "rgb")  # colour policies (data/io.py)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what ImageNet-pretrained Swin weights expect: the default normalisation
@@ -22,11 +26,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MEDCLIP_MEAN, MEDCLIP_STD = 0.5862785803043838, 0.27950088968644304  # MedCLIP's constants.py, on grey x 3 channels
 
 LOCAL_AGGS = ("sum", "mean")  # the local loss's word aggregation: log sum_n exp or log mean_n exp (losses.py)
+ROUTINGS = ("text", "label", "image")  # which router drives dispatch in training (model/gate.py)
+EXPERT_INITS = ("random", "upcycle")  # how the K experts start (model/gate.py)
+
+
+def modality_index(modalities: list[str], name: str | None) -> int:
+    """The index of modality ``name`` in a config's ``modalities``, -1 for unknown or missing."""
+    return modalities.index(name) if name in modalities else -1
 
 
 @dataclass
 class MedMoEConfig:
-    # image side (DESIGN 1.1-1.3)
+    # image side (docs/design.md: pyramid, experts, routing)
     image_size: int = 224
     colour: str = "gray"  # gray: every image as one grey channel (replicated to 3); rgb: colour images keep R, G, B
     image_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # input normalisation per channel:
@@ -42,20 +53,23 @@ class MedMoEConfig:
     scales: list[int] = field(default_factory=lambda: [1, 2, 3, 4])  # pyramid levels the experts fuse
     scale_attn_dim: int = 96  # hidden width of each expert's cross-scale attention scorer
     router_hidden: int = 256  # hidden width of W1 in alpha = softmax(W2 ReLU(W1 t))
-    routing: str = "text"  # which router drives dispatch in training: text | label | image
+    routing: str = "text"  # which router drives dispatch in training: text | label (the oracle) | image
+    shared_expert: bool = False  # an always-on expert beside the routed one, maps added (DeepSeekMoE)
+    expert_init: str = "random"  # random, or upcycle: one expert until upcycle_step, then copied K times
+    upcycle_step: int = 0  # the training step of the upcycling split (sparse upcycling, Komatsuzaki et al.)
     # v_g from the pooled F4, or "expert": the routed expert's pooled map (the authors' code); the default
     # is measured (benchmarks/RESULTS.md, "MedMoE vs static"): with zero-shot scoring "both" it scores best
     global_source: str = "backbone"
     modalities: list[str] = field(default_factory=lambda: ["xray", "ct", "mri", "ultrasound"])
-    # text side (DESIGN 1.4)
+    # text side (docs/design.md: text encoder)
     text_model: str = "emilyalsentzer/Bio_ClinicalBERT"  # hub id, local dir, or "minilm"
     text_pretrained: bool = False  # load text weights from text_model (else: architecture only)
     text: dict = field(default_factory=dict)  # transformers config overrides for the text encoder
     max_length: int = 64  # word-piece tokens per report
     text_last_n_layers: int = 4  # GLoRIA: sum of the last 4 hidden layers
-    freeze_text: bool = False
+    freeze_text: bool = option(False, "keep the text encoder's weights fixed")
     text_clean: str = "none"  # "gloria": lower-case, ASCII, sentences of >= 3 words (GLoRIA's report cleaning)
-    # losses (DESIGN 1.5; GLoRIA defaults)
+    # losses (docs/design.md: losses; GLoRIA defaults)
     temp1: float = 4.0
     temp2: float = 5.0
     temp3: float = 10.0
@@ -69,8 +83,12 @@ class MedMoEConfig:
         for f in dataclasses.fields(self):
             if not _matches(getattr(self, f.name), hints[f.name]):
                 raise ConfigError(f"config field {f.name!r} must be {f.type} (got {getattr(self, f.name)!r})")
-        if self.routing not in ("text", "label", "image"):
-            raise ConfigError(f"routing must be one of text, label, image (got {self.routing!r})")
+        if self.routing not in ROUTINGS:
+            raise ConfigError(f"routing must be one of {', '.join(ROUTINGS)} (got {self.routing!r})")
+        if self.expert_init not in EXPERT_INITS:
+            raise ConfigError(f"expert_init must be one of {', '.join(EXPERT_INITS)} (got {self.expert_init!r})")
+        if self.upcycle_step < 0:
+            raise ConfigError(f"upcycle_step must be >= 0 (got {self.upcycle_step})")
         if self.global_source not in ("expert", "backbone"):
             raise ConfigError(f"global_source must be 'expert' or 'backbone' (got {self.global_source!r})")
         if self.dispatch not in ("top1", "soft"):
@@ -133,54 +151,29 @@ def _matches(value: Any, annotation: Any) -> bool:
     return isinstance(value, annotation)
 
 
-# Baselines trained by the same trainer (``medmoe train --variant NAME``): overrides on any preset.
-VARIANTS: dict[str, dict] = {
-    "medmoe": {},
-    "static": {"moe": False},  # one multi-scale head, no experts: GLoRIA-style on the same backbone
-    "single-scale": {"moe": False, "scales": [3]},  # local features from stage 3 (stride 16) only
-    "soft-moe": {"dispatch": "soft"},  # every expert runs, weighted by the router probabilities
-}
-
-
 def variant_of(config: MedMoEConfig) -> str:
-    """The name of the variant ``config`` is (``custom`` if none matches)."""
-    defaults, keys = MedMoEConfig(), ("moe", "dispatch", "scales")
-    for name, overrides in VARIANTS.items():
+    """The name of the registered variant ``config`` is (``custom`` if none matches): every field that
+    some variant sets must hold that variant's value, or the default."""
+    variants = {name: registry.get("variants", name) for name in registry.names("variants")}
+    keys = {k for overrides in variants.values() for k in overrides if k != "_doc"}
+    defaults = MedMoEConfig()
+    for name, overrides in variants.items():
         if all(getattr(config, k) == overrides.get(k, getattr(defaults, k)) for k in keys):
             return name
     return "custom"
 
 
-def _names(folder: str) -> list[str]:
-    return sorted(p.name[:-5] for p in (resources.files("medmoe") / folder).iterdir() if p.name.endswith(".json"))
-
-
 def list_presets() -> list[str]:
-    return _names("presets")
-
-
-def list_recipes() -> list[str]:
-    return _names("recipes")
-
-
-def load_recipe(name: str = "default") -> dict:
-    """A training recipe (``medmoe/recipes/NAME.json``): {"train": TrainArgs fields, "config": model
-    config fields (loss weights, temperatures, text settings)}."""
-    if name not in list_recipes():
-        raise ConfigError(f"unknown recipe {name!r}; choose from {', '.join(list_recipes())}")
-    recipe = json.loads((resources.files("medmoe") / "recipes" / f"{name}.json").read_text())
-    return {"train": recipe.get("train", {}), "config": recipe.get("config", {})}
+    return registry.names("presets")
 
 
 def load_config(preset: str = "tiny", variant: str = "medmoe", recipe: str = "default", **overrides: Any) -> MedMoEConfig:
     """Preset ``preset``, then the ``variant``'s settings, the ``recipe``'s model settings, then
     ``overrides`` (dict fields merge)."""
-    if preset not in list_presets():
-        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(list_presets())}")
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    data = json.loads((resources.files("medmoe") / "presets" / f"{preset}.json").read_text())
-    for key, value in {**VARIANTS[variant], **load_recipe(recipe)["config"], **overrides}.items():
+    data = registry.get("presets", preset)
+    changes = {**registry.get("variants", variant), **registry.get("recipes", recipe).get("config", {}), **overrides}
+    changes.pop("_doc", None)
+    for key, value in changes.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
         else:

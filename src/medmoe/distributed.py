@@ -64,6 +64,11 @@ def teardown(ok: bool = True) -> None:
         dist.destroy_process_group()
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself, whether or not DistributedDataParallel wraps it."""
+    return getattr(model, "module", model)
+
+
 def all_min(value: int, device: torch.device) -> int:
     """The smallest ``value`` over all ranks (for decisions every rank must take alike)."""
     if not is_distributed():
@@ -196,6 +201,11 @@ def batch_norm_together(pairs: list[tuple[nn.BatchNorm2d, torch.Tensor]]) -> lis
         totals = iter(_AllReduce.apply(torch.cat(stats)).split([len(s) for s in stats]))
         out = [bn.normalise(x, next(totals)) if sync else y for (bn, x), sync, y in zip(pairs, synced, out)]
     return out
+
+
+def syncs_batchnorm(module: nn.Module) -> bool:
+    """True when ``module``'s batch norms synchronise across ranks (SyncBatchNorm2d under DDP)."""
+    return is_distributed() and any(isinstance(m, SyncBatchNorm2d) for m in module.modules())
 
 
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:

@@ -7,7 +7,7 @@
 **Routing in the image graph.** PyTorch groups the batch by the routed expert, so each image runs
 through its own expert only; the group sizes depend on the data, which the exporter cannot trace
 (an empty group also trips batch norm's shape checks). The graph instead runs every expert on
-every image and gathers each image's routed map (``ImageEncoder.forward_all_experts``): exactly
+every image and gathers each image's routed map (``encode_image_all_experts``): exactly
 the same outputs, one graph, one runtime call, at the cost of K experts instead of one (for the
 ``paper`` preset 23.7 instead of 7.6 GMACs per image, ``medmoe flops``). The alternative, one graph
 per expert plus a router graph stitched by a Python wrapper, keeps the cost of one expert but
@@ -17,7 +17,7 @@ by the router's weights as it does in PyTorch; the ``static`` baseline has one h
 **Word pieces to words.** The text encoder sums a word's pieces into one word embedding, which
 needs each piece's word (the tokenizer's ``word_ids``); the graph takes them as a third input
 and returns the words in slots 0..T-1, zero past each report's word count (``max(word_ids) + 1``).
-``OnnxTextEncoder`` does the tokenisation (``medmoe.model.text.tokenize``) and trims the slots,
+``OnnxTextEncoder`` does the tokenisation (``medmoe.model.text.ReportTokenizer``) and trims the slots,
 so it returns what ``MedMoE.encode_text`` returns.
 """
 from __future__ import annotations
@@ -35,19 +35,21 @@ OPSET = 18
 
 
 class ImageGraph(nn.Module):
-    """What ``image_encoder.onnx`` computes: ``encode_image`` with image-router routing."""
+    """What ``image_encoder.onnx`` computes: ``encode_image`` with image-router routing (the image side
+    and the gate only, not the text encoder)."""
 
     def __init__(self, model):
         super().__init__()
-        self.image = model.image
+        self.image, self.gate = model.image, model.gate
 
     def forward(self, images: torch.Tensor):
-        if not hasattr(self.image, "experts") or self.image.soft:  # static shapes already
-            out = self.image(images)
+        from .model.medmoe import encode_image, encode_image_all_experts
+
+        if self.gate is None or self.gate.soft:  # static shapes already
+            out = encode_image(self.image, self.gate, images)
             return out.global_emb, out.local_map, out.expert
-        global_emb, every, logits = self.image.forward_all_experts(images)
-        expert = logits.argmax(dim=1)
-        return global_emb, every[expert, torch.arange(images.shape[0], device=images.device)], expert
+        global_emb, every, route = encode_image_all_experts(self.image, self.gate, images)
+        return global_emb, every[route.expert, torch.arange(images.shape[0], device=images.device)], route.expert
 
 
 class TextGraph(nn.Module):
@@ -78,7 +80,6 @@ def _export(module: nn.Module, inputs: tuple, path: Path, names: list[str], outp
 def export_onnx(model, out: str | os.PathLike) -> Path:
     """Write the two graphs, the tokenizer and the configuration to ``out``; returns ``out``."""
     from .files import atomic_write_text
-    from .model.text import tokenize
 
     model = model.eval().cpu()
     out = Path(out)
@@ -87,11 +88,10 @@ def export_onnx(model, out: str | os.PathLike) -> Path:
     batch = torch.export.Dim("batch")
     _export(ImageGraph(model), (torch.rand(2, 3, size, size),), out / IMAGE_FILE, ["images"],
             ["global_emb", "local_map", "expert"], {"images": {0: batch}})
-    enc, word_ids, _ = tokenize(model.text.tokenizer, ["a chest radiograph", "no acute finding seen today"],
-                                model.config.max_length)
+    example = model.text.tokenize(["a chest radiograph", "no acute finding seen today"])
     tokens = torch.export.Dim("tokens", max=model.config.max_length)
     shapes = {0: batch, 1: tokens}
-    _export(TextGraph(model), (enc["input_ids"], enc["attention_mask"], word_ids), out / TEXT_FILE,
+    _export(TextGraph(model), (example.input_ids, example.attention_mask, example.word_ids), out / TEXT_FILE,
             ["input_ids", "attention_mask", "word_ids"], ["global_emb", "words"],
             {"input_ids": shapes, "attention_mask": shapes, "word_ids": shapes})
     shutil.rmtree(out / TOKENIZER_DIR, ignore_errors=True)
@@ -117,21 +117,20 @@ class OnnxTextEncoder:
     lengths [B]), as ``MedMoE.encode_text`` gives them."""
 
     def __init__(self, folder: str | os.PathLike, threads: int | None = None):
-        from transformers import AutoTokenizer
+        from .config import MedMoEConfig
+        from .model.text import ReportTokenizer
 
         folder = Path(folder)
         self.session = _session(folder / TEXT_FILE, threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder / TOKENIZER_DIR, use_fast=True)
-        self.max_length = json.loads((folder / CONFIG_FILE).read_text())["max_length"]
+        config = MedMoEConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+        self.tokenize = ReportTokenizer.of(config, str(folder / TOKENIZER_DIR))
 
     def __call__(self, reports: list[str]):
-        from .model.text import tokenize
-
-        enc, word_ids, _ = tokenize(self.tokenizer, reports, self.max_length)
-        global_emb, words = self.session.run(None, {"input_ids": enc["input_ids"].numpy(),
-                                                    "attention_mask": enc["attention_mask"].numpy(),
-                                                    "word_ids": word_ids.numpy()})
-        lengths = word_ids.max(dim=1).values.numpy() + 1
+        tokens = self.tokenize(reports)
+        global_emb, words = self.session.run(None, {"input_ids": tokens.input_ids.numpy(),
+                                                    "attention_mask": tokens.attention_mask.numpy(),
+                                                    "word_ids": tokens.word_ids.numpy()})
+        lengths = tokens.word_ids.max(dim=1).values.numpy() + 1
         return global_emb, words[:, : lengths.max()], lengths
 
 

@@ -98,7 +98,7 @@ def model_card(model, repo_id: str | None = None, run: Path | None = None, eval_
         f"{', '.join(config['modalities'])}.", "",
         "```python", "import medmoe", "",
         f"model = medmoe.load({name!r})" if repo_id else "model = medmoe.load(FOLDER)",
-        'result = model.classify(["image.dcm"], ["pneumonia", "no finding"])',
+        'result = medmoe.classify(model, ["image.dcm"], ["pneumonia", "no finding"])',
         "print(result.probabilities, result.expert)", "```", "",
         "## Configuration", "", "```json", json.dumps(config, indent=2), "```", "",
     ]

@@ -399,6 +399,13 @@ class MedMoELoss(torch.nn.Module):
         self.gather = gather  # False: this process's samples only, even under DDP (rank 0's validation loss)
         self.aux_class_weight = aux_class_weight  # [K] weights of the auxiliary loss's classes (None: equal)
 
+    @classmethod
+    def from_config(cls, config, **kwargs) -> "MedMoELoss":
+        """The loss a model configuration trains with (its temperatures, aggregation and weights);
+        ``kwargs`` set the rest (open_clip's ``create_loss``)."""
+        return cls(config.temp1, config.temp2, config.temp3, config.local_agg, config.w_global, config.w_local,
+                   config.w_aux, **kwargs)
+
     def forward(
         self,
         image_global: Tensor,
@@ -406,9 +413,10 @@ class MedMoELoss(torch.nn.Module):
         regions: Tensor,
         words: Tensor,
         lengths: Tensor,
-        router_logits: list[Tensor] | tuple = (),
-        aux_target: Tensor | None = None,
+        route=None,
     ) -> dict[str, Tensor]:
+        """``MedMoELoss()(**model(images, reports, modality))``: ``route`` (a ``model.gate.Route``, None
+        without experts) brings the routers' logits and the auxiliary target."""
         g_i2t, g_t2i = global_contrastive_loss(image_global, text_global, self.temp3, gather=self.gather)
         glob = g_i2t + g_t2i
         if self.w_local:
@@ -418,10 +426,9 @@ class MedMoELoss(torch.nn.Module):
             loc = l_i2t + l_t2i
         else:
             loc = torch.zeros((), dtype=glob.dtype, device=glob.device)
-        logits = [x for x in (router_logits or ()) if x is not None]
-        if aux_target is None or not logits:
+        if route is None or route.target is None:
             aux = torch.zeros((), dtype=glob.dtype, device=glob.device)
         else:
-            aux = sum(auxiliary_loss(x, aux_target, self.aux_class_weight) for x in logits) / len(logits)
+            aux = sum(auxiliary_loss(x, route.target, self.aux_class_weight) for x in route.logits) / len(route.logits)
         total = self.w_global * glob + self.w_local * loc + self.w_aux * aux
         return {"global": glob, "local": loc, "aux": aux, "total": total}

@@ -1,10 +1,12 @@
 """Image-report pairs as tensors, and the deterministic, resumable batch order of training."""
 from __future__ import annotations
 
-from typing import Iterator
+import functools
+from typing import Callable, Iterator
 
 import torch
 
+from ..config import modality_index
 from ..errors import ImageLoadError
 from ..seeding import derive_seed
 from .manifest import Row
@@ -12,17 +14,20 @@ from .transforms import ImageTransform
 
 
 class ImageReportDataset(torch.utils.data.Dataset):
-    """``dataset[(i, seed)]`` -> dict(image [3, S, S], report, modality index, row); an unreadable
-    image gives dict(row, error) instead, for the collate function to skip and count.
+    """``dataset[(i, seed)]`` -> dict(image [3, S, S], report, tokens, modality index, row); an
+    unreadable image or a report without words gives dict(row, error) instead, for the collate
+    function to skip and count.
 
     ``seed`` drives the augmentation of this one draw, so a batch looks the same whichever worker
     loads it and whether or not the run was resumed. ``seed=None`` means no augmentation.
-    ``transform``: the model's input (``ImageTransform.of(config)``).
+    ``transform``: the model's input (``ImageTransform.of(config)``); ``tokenize``: the model's
+    ``text.tokenize`` (a ``ReportTokenizer``), so the loader workers cut the reports into word pieces
+    (None: reports stay text).
     """
 
-    def __init__(self, rows: list[Row], transform: ImageTransform, modalities: list[str]):
-        self.rows, self.transform = rows, transform
-        self.modality_index = {m: i for i, m in enumerate(modalities)}
+    def __init__(self, rows: list[Row], transform: ImageTransform, modalities: list[str],
+                 tokenize: Callable | None = None):
+        self.rows, self.transform, self.modalities, self.tokenize = rows, transform, modalities, tokenize
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -38,15 +43,26 @@ class ImageReportDataset(torch.utils.data.Dataset):
             x = self.transform(image)
         else:
             x = self.transform.augment(image, torch.Generator().manual_seed(seed))
-        return {"image": x, "report": row.report, "modality": self.modality_index.get(row.modality, -1),
-                "row": row.row}
+        return collate_item(x, row.report, modality_index(self.modalities, row.modality), row.row, self.tokenize)
 
 
-def collate(items: list[dict]) -> dict:
+def collate_item(image: torch.Tensor, report: str, modality: int, row, tokenize: Callable | None) -> dict:
+    """What ``collate`` takes for one pair, its report cut into word pieces by ``tokenize`` (if
+    given); dict(row, error) for a report without words."""
+    try:
+        tokens = tokenize.encode(report)[0] if tokenize is not None else None
+    except ValueError as exc:
+        return {"row": row, "error": f"report {exc}"}
+    return {"image": image, "report": report, "tokens": tokens, "modality": modality, "row": row}
+
+
+def collate(items: list[dict], tokenize: Callable | None = None) -> dict:
+    """A batch of the usable items (tokens padded as ``tokenize`` pads them) and the skipped ones."""
     good = [it for it in items if "error" not in it]
     return {
         "images": torch.stack([it["image"] for it in good]) if good else torch.empty(0),
         "reports": [it["report"] for it in good],
+        "tokens": tokenize.pad([it["tokens"] for it in good]) if good and tokenize is not None else None,
         "modality": torch.tensor([it["modality"] for it in good], dtype=torch.long),
         "rows": [it["row"] for it in good],
         "skipped": [{"row": it["row"], "reason": it["error"]} for it in items if "error" in it],
@@ -101,7 +117,8 @@ def balanced_weights(groups: list[int]) -> torch.Tensor:
 def make_loader(dataset, sampler: ResumableBatches | None = None, workers: int = 0, seed: int = 0,
                 batch_size: int = 64) -> torch.utils.data.DataLoader:
     """Training order from ``sampler``, else the dataset in order; never touches the global RNG."""
-    kwargs = dict(num_workers=workers, collate_fn=collate, persistent_workers=workers > 0,
+    kwargs = dict(num_workers=workers, collate_fn=functools.partial(collate, tokenize=dataset.tokenize),
+                  persistent_workers=workers > 0,
                   generator=torch.Generator().manual_seed(seed))
     if sampler is not None:
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **kwargs)

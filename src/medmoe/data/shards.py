@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import modality_index
 from ..errors import ImageLoadError, ManifestError
 from ..files import atomic_write_text
 from ..seeding import derive_seed
-from .dataset import collate
+from .dataset import collate, collate_item
 from .io import is_dicom
 from .manifest import Manifest, read_manifest
 from .transforms import ImageTransform
@@ -152,10 +153,10 @@ class ShardStream(torch.utils.data.IterableDataset):
     """The endless batches of one rank's reader (the DataLoader worker's, with workers)."""
 
     def __init__(self, paths: list[Path], counts: list[int], transform: ImageTransform, modalities: list[str],
-                 batch_size: int, seed: int, start_step: int, rank: int, world: int, workers: int, buffer: int,
-                 keep: dict[str, float] | None = None):
+                 tokenize, batch_size: int, seed: int, start_step: int, rank: int, world: int, workers: int,
+                 buffer: int, keep: dict[str, float] | None = None):
         self.paths, self.counts, self.transform, self.batch_size = paths, counts, transform, batch_size
-        self.modality_index = {m: i for i, m in enumerate(modalities)}
+        self.modalities, self.tokenize = modalities, tokenize
         self.seed, self.start_step, self.rank, self.world, self.buffer = seed, start_step, rank, world, buffer
         self.per_rank = max(workers, 1)
         self.readers = world * self.per_rank
@@ -193,19 +194,19 @@ class ShardStream(torch.utils.data.IterableDataset):
             if rng.random() < self.keep.get(json.loads(sample["json"]).get("modality") or "unknown", 1.0):
                 yield sample
 
-    def item(self, sample: dict, g: int, position: int) -> dict:
-        """What ``collate`` takes: dict(image, report, modality, row), or dict(row, error)."""
-        key, meta = sample["__key__"], json.loads(sample["json"])
-        ext = next((k for k in sample if k not in ("txt", "json") and not k.startswith("__")), None)
+    def item(self, raw: dict, g: int, position: int) -> dict:
+        """What ``collate`` takes: ``collate_item``'s dict, or dict(row, error)."""
+        key, meta = raw["__key__"], json.loads(raw["json"])
+        ext = next((k for k in raw if k not in ("txt", "json") and not k.startswith("__")), None)
         try:
-            image = self.transform.load_bytes(sample.get(ext, b""), f"{Path(sample['__url__']).name}:{key}.{ext} "
+            image = self.transform.load_bytes(raw.get(ext, b""), f"{Path(raw['__url__']).name}:{key}.{ext} "
                                      f"({meta.get('source')})")
         except ImageLoadError as exc:
             return {"row": key, "error": str(exc)}
         seed = derive_seed(self.seed, "augment", g, position)  # this draw's, wherever it is loaded
         x = self.transform.augment(image, torch.Generator().manual_seed(seed))
-        return {"image": x, "report": sample["txt"].decode("utf-8"),
-                "modality": self.modality_index.get(meta.get("modality"), -1), "row": key}
+        modality = modality_index(self.modalities, meta.get("modality"))
+        return collate_item(x, raw["txt"].decode("utf-8"), modality, key, self.tokenize)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()  # the DataLoader starts its round at worker 0, i.e. step start_step
@@ -215,7 +216,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         samples = self.raw_samples(g, position)
         while True:
             batch = list(itertools.islice(samples, self.batch_size))
-            yield collate([self.item(s, g, position + i) for i, s in enumerate(batch)])
+            yield collate([self.item(s, g, position + i) for i, s in enumerate(batch)], self.tokenize)
             position += self.batch_size
 
 
@@ -257,10 +258,10 @@ def _balanced_keep(counts: dict[str, int], pattern) -> dict[str, float]:
 
 def shard_batches(pattern: str | Path, transform: ImageTransform, modalities: list[str], batch_size: int, seed: int,
                   start_step: int = 0, rank: int = 0, world: int = 1, workers: int = 0,
-                  buffer: int = SHUFFLE_BUFFER, balance: bool = False) -> ShardBatches:
+                  buffer: int = SHUFFLE_BUFFER, balance: bool = False, tokenize=None) -> ShardBatches:
     """This rank's endless, shuffled, augmented training batches from webdataset shards (see the
     module docstring for the order); ``batch_size`` is the per-rank batch; ``transform``: the model's
-    input (``ImageTransform.of(config)``)."""
+    input (``ImageTransform.of(config)``); ``tokenize``: its ``text.tokenize`` (None: reports stay text)."""
     if not 0 <= rank < world or batch_size < 1 or start_step < 0 or workers < 0:
         raise ValueError(f"bad arguments: rank {rank}, world {world}, batch size {batch_size}, "
                          f"start step {start_step}, workers {workers}")
@@ -271,7 +272,7 @@ def shard_batches(pattern: str | Path, transform: ImageTransform, modalities: li
                          "worker(s)); every reader needs a shard: reshard with a smaller --shard-size or use "
                          "fewer workers / processes")
     counts = modality_counts(paths)
-    stream = ShardStream(paths, _count_samples(paths), transform, modalities, batch_size, seed, start_step,
+    stream = ShardStream(paths, _count_samples(paths), transform, modalities, tokenize, batch_size, seed, start_step,
                          rank, world, workers, buffer, _balanced_keep(counts, pattern) if balance else None)
     if sum(stream.counts) < batch_size * world:
         raise ValueError(f"a step takes {batch_size * world} samples ({world} x {batch_size}) but the shards "

@@ -45,8 +45,8 @@ def embed_rows(model, rows: list[Row], batch_size: int = 64, workers: int = 0, p
     model.eval()
     device = next(model.parameters()).device
     by_number = {r.row: r for r in rows}
-    loader = make_loader(ImageReportDataset(rows, ImageTransform.of(model.config), model.config.modalities),
-                         workers=workers, batch_size=batch_size)
+    loader = make_loader(ImageReportDataset(rows, ImageTransform.of(model.config), model.config.modalities,
+                                            model.text.tokenize), workers=workers, batch_size=batch_size)
     keep, skipped = [], []
     parts: dict[str, list] = {k: [] for k in ("image", "text", "image_expert", "text_expert", "modality",
                                               "prompt_local")}
@@ -56,7 +56,7 @@ def embed_rows(model, rows: list[Row], batch_size: int = 64, workers: int = 0, p
         skipped += batch["skipped"]
         if not batch["reports"]:
             continue
-        image, text = model.encode_image(batch["images"].to(device)), model.encode_text(batch["reports"])
+        image, text = model.encode_image(batch["images"].to(device)), model.encode_text(batch["tokens"])
         keep += [by_number[n] for n in batch["rows"]]
         parts["image"].append(image.global_emb.float().cpu())
         parts["text"].append(text.global_emb.float().cpu())

@@ -226,6 +226,39 @@ def plot_loss_curves(logs: dict[str, str | Path], out: Path) -> Path | None:
     return out
 
 
+def plot_routing_stats(logs: dict[str, str | Path], out: Path) -> Path | None:
+    """The gate's statistics logged while training (``route_*`` in metrics.jsonl) vs step: each expert's
+    load, each router's entropy and its accuracy against the modality label. None without any."""
+    from matplotlib.figure import Figure
+
+    train = {v: [r for r in _read_log(p) if r.get("split") == "train" and "route_load" in r] for v, p in logs.items()}
+    train = {v: rows for v, rows in train.items() if rows}
+    if not train:
+        return None
+    fig = Figure(figsize=(13, 3.8))
+    load_ax, entropy_ax, accuracy_ax = fig.subplots(1, 3)
+    for colour, (variant, rows) in enumerate(train.items()):
+        steps = [r["step"] for r in rows]
+        loads = np.array([r["route_load"] for r in rows])
+        for k in range(loads.shape[1]):
+            load_ax.plot(steps, loads[:, k], color=f"C{colour}", linestyle=("-", "--", ":", "-.")[k % 4],
+                         label=f"{variant}: expert {k}")
+        for ax, key in ((entropy_ax, "route_entropy"), (accuracy_ax, "route_accuracy")):
+            for side, style in (("image", "-"), ("text", "--")):
+                points = [(r["step"], r[f"{key}_{side}"]) for r in rows if f"{key}_{side}" in r]
+                if points:
+                    ax.plot(*zip(*points), color=f"C{colour}", linestyle=style, label=f"{variant}: {side} router")
+    for ax, title in ((load_ax, "share of samples per expert"), (entropy_ax, "router entropy (nats)"),
+                      (accuracy_ax, "router accuracy vs modality label")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        if ax.has_data():
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return out
+
+
 def _confusion_panel(ax, matrix: np.ndarray, modalities: list[str], title: str) -> None:
     ax.imshow(matrix, cmap="Blues")
     for (row, col), count in np.ndenumerate(matrix):
@@ -333,7 +366,8 @@ def _log_summary(logs: dict[str, str | Path]) -> list[str]:
 
 def write_report(out_dir, results: dict[str, dict], logs: dict[str, str | Path],
                  figures: list[str | Path] = (), notes: str = "") -> Path:
-    """Write ``out_dir/report.md`` (plus loss_curves.png, routing_confusion.png); returns its path."""
+    """Write ``out_dir/report.md`` (plus loss_curves.png, routing_confusion.png, routing_training.png);
+    returns its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["# MedMoE evaluation report", "", _what_was_run(results), ""]
@@ -359,6 +393,10 @@ def write_report(out_dir, results: dict[str, dict], logs: dict[str, str | Path],
     if plot_loss_curves(logs, out_dir / "loss_curves.png"):
         lines += ["![Training losses](loss_curves.png)", "",
                   f"Train losses vs step: thin lines raw, thick lines a running mean over {SMOOTH} logged points.", ""]
+    if plot_routing_stats(logs, out_dir / "routing_training.png"):
+        lines += ["![Routing while training](routing_training.png)", "",
+                  "The gate while training, averaged over the steps between logged lines: each expert's share of "
+                  "the samples (dispatch), each router's entropy and its accuracy against the modality label.", ""]
 
     copied, missing = _copy_figures(figures, out_dir)
     if copied or missing:

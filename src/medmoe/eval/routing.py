@@ -12,7 +12,7 @@ def routing_scores(model, emb: Embeddings) -> dict:
     out: dict = {"modalities": modalities, "num_experts": k if emb.image_expert is not None else 0}
     if emb.image_expert is None or not len(emb):
         return out
-    target = model.expert_targets(emb.modality)
+    target = model.gate.expert_of(emb.modality)
     known = emb.modality >= 0
     for side, chosen in (("image", emb.image_expert), ("text", emb.text_expert)):
         confusion = torch.zeros(len(modalities), k, dtype=torch.long)
@@ -21,8 +21,9 @@ def routing_scores(model, emb: Embeddings) -> dict:
         out[side] = {
             "accuracy": float((chosen[known] == target[known]).float().mean()) if known.any() else float("nan"),
             "confusion": confusion.tolist(),
-            "per_modality": {m: row[i % k].item() / row.sum().item() for i, (m, row) in enumerate(zip(modalities, confusion))
-                             if row.sum()},  # share of modality m's images sent to its expert (m's index mod K)
+            "per_modality": {m: row[e].item() / row.sum().item() for m, row, e in
+                             zip(modalities, confusion, model.gate.expert_of(torch.arange(len(modalities))).tolist())
+                             if row.sum()},  # share of modality m's images sent to its expert
             "load": (torch.bincount(chosen, minlength=k).float() / len(chosen)).tolist(),
         }
     return out

@@ -1,4 +1,4 @@
-"""Zero-shot classification with prompt ensembles, scored within each dataset, else modality (DESIGN 1.7).
+"""Zero-shot classification with prompt ensembles, scored within each dataset, else modality (docs/design.md).
 
 A class is scored by its prompts (phrases x templates), in one of three ways (``scoring``):
 
@@ -125,22 +125,25 @@ def _as_phrases(classes) -> dict[str, list[str]]:
     return dict(classes) if isinstance(classes, dict) else {name: [name] for name in classes}
 
 
+def class_prompts(model, classes, templates: list[str] | None = None) -> PromptBank:
+    """The prompts of ``classes`` (names, or {name: [phrases]}), embedded once (one group)."""
+    return embed_prompts(model, {"": _as_phrases(classes)}, templates)
+
+
 @torch.no_grad()
-def class_scores(model, image, classes, templates: list[str] | None = None, scoring: str | None = None,
-                 ensemble: str | None = None) -> torch.Tensor:
-    """Raw zero-shot scores [B, C] of ``image`` (the ImageOutput of ``model.encode_image``) for
-    ``classes`` (names, or {name: [phrases]}); not normalised across images."""
+def class_scores(model, image, bank: PromptBank, scoring: str | None = None, ensemble: str | None = None) -> torch.Tensor:
+    """Raw zero-shot scores [B, C] of ``image`` (the ImageOutput of ``model.encode_image``) for the
+    classes of ``bank`` (``class_prompts``); not normalised across images."""
     scoring, ensemble = scoring or DEFAULT_SCORING, ensemble or DEFAULT_ENSEMBLE
     check_scoring(scoring, ensemble)
-    bank = embed_prompts(model, {"": _as_phrases(classes)}, templates)
     local = prompt_local_scores(model, image.local_map, bank) if scoring != "global" else None
     return combine(scoring, ensemble, bank, image.global_emb, local)
 
 
-def class_probabilities(model, image, classes, templates: list[str] | None = None, scoring: str | None = None,
+def class_probabilities(model, image, bank: PromptBank, scoring: str | None = None,
                         ensemble: str | None = None) -> torch.Tensor:
     """[B, C]: softmax over the classes of ``temp3`` x ``class_scores`` (Sec. 4.4's scale)."""
-    return (model.config.temp3 * class_scores(model, image, classes, templates, scoring, ensemble)).softmax(dim=1)
+    return (model.config.temp3 * class_scores(model, image, bank, scoring, ensemble)).softmax(dim=1)
 
 
 def normalise_across_images(scores: torch.Tensor) -> torch.Tensor:

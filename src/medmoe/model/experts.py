@@ -9,8 +9,9 @@ Each expert E_k maps the pyramid F = {F1..F4} to one local map V_k [D, G, G]:
 3. a conv head: 3x3 depthwise conv + BatchNorm + ReLU, then a 1x1 conv (no activation, so the
    local features can take any sign for the cosine similarities of the local loss).
 
-Routing: alpha = softmax(W2 ReLU(W1 t)), k* = argmax_k alpha_k, V_local = V_k* (Sec. 4.3).
-Only the selected expert runs for each sample: the batch is grouped by expert.
+Dispatch (the routing decision itself is ``gate.py``'s): V_local = V_k* (Sec. 4.3). Only the
+selected expert runs for each sample: the batch is grouped by expert. An optional shared expert runs
+on every sample and its map is added to the routed one (DeepSeekMoE's shared experts).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import batch_norm_together
+from ..distributed import batch_norm_together, syncs_batchnorm
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:
@@ -86,38 +87,53 @@ def run_experts(experts: list[Expert], pyramids: list[list[torch.Tensor]]) -> li
     return [e.head[1](h) for e, h in zip(experts, heads)]
 
 
-class Router(nn.Module):
-    """Router logits W2 ReLU(W1 x); alpha is their softmax (Sec. 4.3)."""
-
-    def __init__(self, in_dim: int, hidden: int, num_experts: int):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_experts))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x)
-
-
 class ExpertMixture(nn.Module):
-    """K experts with hard top-1 dispatch: each sample runs through its own expert only.
+    """K experts (and optionally a shared one) that dispatch a batch as the gate decided."""
 
-    ``every_expert = True`` also calls experts that no sample goes to (with an empty batch):
-    under distributed training with synchronised batch norm every rank must join each
-    expert's collectives, whatever its own routing.
-    """
-
-    def __init__(self, num_experts: int, channels: list[int], dim: int, grid: int, attn_dim: int):
+    def __init__(self, num_experts: int, channels: list[int], dim: int, grid: int, attn_dim: int,
+                 shared: bool = False):
         super().__init__()
         self.experts = nn.ModuleList(Expert(channels, dim, grid, attn_dim) for _ in range(num_experts))
-        self.every_expert = False
+        self.shared = Expert(channels, dim, grid, attn_dim) if shared else None
 
-    def forward(self, pyramid: list[torch.Tensor], expert: torch.Tensor) -> torch.Tensor:
-        """Group the batch by ``expert`` [B], run each group through its expert, restore order."""
+    def forward(self, pyramid: list[torch.Tensor], expert: torch.Tensor, weights: torch.Tensor | None = None):
+        """Hard top-1 (``weights`` None): group the batch by ``expert`` [B], run each group through its
+        expert, restore the order. Soft (``weights`` [B, K]): every expert on every sample, weighted.
+        Under distributed training with synchronised batch norm, an expert no sample goes to still runs
+        (on an empty batch): every rank must join each expert's collectives, whatever its own routing."""
+        if weights is not None:
+            every, shared = self._every(pyramid)
+            return _plus(torch.einsum("kbdhw,bk->bdhw", every, weights), shared)
         order = torch.argsort(expert, stable=True)
         counts = torch.bincount(expert, minlength=len(self.experts)).tolist()
         groups = zip(*(f[order].split(counts) for f in pyramid))  # per expert: its rows of F1..F4
-        chosen = [(e, list(levels)) for e, levels, n in zip(self.experts, groups, counts) if n or self.every_expert]
-        return torch.cat(run_experts(*zip(*chosen)))[torch.argsort(order)]
+        every = self.training and syncs_batchnorm(self)
+        chosen = [(e, list(levels)) for e, levels, n in zip(self.experts, groups, counts) if n or every]
+        if self.shared is not None:
+            chosen.append((self.shared, pyramid))
+        maps = run_experts(*zip(*chosen))
+        routed = torch.cat(maps[: len(maps) - (self.shared is not None)])[torch.argsort(order)]
+        return _plus(routed, maps[-1] if self.shared is not None else None)
 
     def forward_all(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
-        """Every expert on every sample, [K, B, D, G, G] (soft dispatch, reference and FLOPs)."""
-        return torch.stack(run_experts(list(self.experts), [pyramid] * len(self.experts)))
+        """Every expert's map on every sample, [K, B, D, G, G], the shared map added (reference, FLOPs, ONNX)."""
+        return _plus(*self._every(pyramid))
+
+    def _every(self, pyramid: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(every routed expert's map [K, B, D, G, G], the shared expert's map [B, D, G, G] or None)."""
+        modules = [*self.experts, *([self.shared] if self.shared is not None else [])]
+        maps = run_experts(modules, [pyramid] * len(modules))
+        return torch.stack(maps[: len(self.experts)]), (maps[-1] if self.shared is not None else None)
+
+    @torch.no_grad()
+    def replicate(self, source: int = 0) -> None:
+        """Copy expert ``source``'s weights and batch-norm statistics into every other expert (upcycling)."""
+        state = self.experts[source].state_dict()
+        for k, e in enumerate(self.experts):
+            if k != source:
+                e.load_state_dict(state)
+
+
+def _plus(x: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
+    """The routed map(s) plus the shared expert's map, if there is one."""
+    return x if shared is None else x + shared

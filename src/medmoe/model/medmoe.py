@@ -1,19 +1,20 @@
 """The MedMoE model (paper Figure 2), top to bottom.
 
-image -> Swin pyramid F1..F4 -> (image router on pooled F4) -> routed expert -> V_local [D, G, G]
+image -> Swin pyramid F1..F4 -> gate (image router on pooled F4) -> routed expert -> V_local [D, G, G]
        -> pooled V_local (global_source="expert") or pooled F4 ("backbone") -> linear -> v_g [D]
-report -> BERT (sum of last 4 layers, words merged) -> words T [N, D], t_g [D] -> text router
+report -> BERT (sum of last 4 layers, words merged) -> words T [N, D], t_g [D] -> gate (report router)
 
-Which router drives dispatch in training is ``config.routing`` (``text``: the paper's
-report-conditioned routing; ``label``: the modality label; ``image``). Without a report
-(``encode_image``) the image router decides. Both routers are trained by the auxiliary loss
-(Sec. 4.5) against the expert assigned to each modality (``expert_targets``).
+The gate (``gate.py``) owns both routers, the modality table and the routing policy: in training
+``config.routing`` picks the router that drives dispatch (the report's, by default); without a
+report (``encode_image``) the image router decides. ``MedMoE.forward`` returns what ``MedMoELoss``
+takes, the ``Route`` included (its logits and target feed the auxiliary loss, Sec. 4.5).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,9 @@ from ..config import MedMoEConfig
 from ..files import atomic_write, atomic_write_text
 from ..runs import latest_checkpoint
 from .backbone import SwinPyramid
-from .experts import Expert, ExpertMixture, Router
-from .text import TextEncoder
+from .experts import Expert, ExpertMixture
+from .gate import Gate, Route, Router
+from .text import TextEncoder, Tokens
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR = "config.json", "model.safetensors", "tokenizer"
 
@@ -44,14 +46,14 @@ class TextOutput:
     global_emb: torch.Tensor  # t_g [B, D]
     words: torch.Tensor  # T [B, N, D], zero past each report's length
     lengths: torch.Tensor  # [B]
-    tokens: list  # the merged words of each report
+    tokens: list | None  # the merged words of each report (None when encoded from Tokens)
     router_logits: torch.Tensor | None  # report-side router [B, K]; None without experts
 
 
 class ImageEncoder(nn.Module):
-    """The image side counted in Table 3: backbone, experts, image router, global projection.
+    """The image side but its router: backbone, experts (or one static head), global projection.
 
-    The global embedding v_g (the paper leaves its source open; DESIGN 1.6) is the projected mean
+    The global embedding v_g (the paper leaves its source open; docs/design.md) is the projected mean
     of the routed expert's local map (``global_source="expert"``, as the authors' code does, so the
     routing shapes zero-shot, retrieval and probing) or of the final Swin stage F4 (``"backbone"``).
     """
@@ -60,15 +62,14 @@ class ImageEncoder(nn.Module):
         super().__init__()
         c = config
         self.pyramid_indices = [level - 1 for level in c.scales]  # config.scales (levels 1..4) as list indices
-        self.soft = c.dispatch == "soft"
         self.from_expert = c.global_source == "expert"
         self.backbone = SwinPyramid(c.image_size, c.swin, pretrained=c.backbone)
         final = self.backbone.channels[-1]
         channels = [self.backbone.channels[i] for i in self.pyramid_indices]
         self.global_proj = nn.Linear(c.embed_dim if self.from_expert else final, c.embed_dim)
         if c.moe:
-            self.experts = ExpertMixture(c.num_experts, channels, c.embed_dim, c.grid_size, c.scale_attn_dim)
-            self.router = Router(final, c.router_hidden, c.num_experts)
+            self.experts = ExpertMixture(c.num_experts, channels, c.embed_dim, c.grid_size, c.scale_attn_dim,
+                                         shared=c.shared_expert)
         else:
             self.head = Expert(channels, c.embed_dim, c.grid_size, c.scale_attn_dim)
 
@@ -81,32 +82,36 @@ class ImageEncoder(nn.Module):
         """v_g [B, D] from the pooled F4 [B, C_4] or the local map [B, D, G, G] (``global_source``)."""
         return self.global_proj(local.mean(dim=(2, 3)) if self.from_expert else pooled)
 
-    def forward(self, images: torch.Tensor, expert: torch.Tensor | None = None,
-                expert_weights: torch.Tensor | None = None) -> ImageOutput:
-        """``expert`` [B] forces hard routing; ``expert_weights`` [B, K] are soft dispatch's mixing
-        weights (default: the image router's probabilities)."""
-        pyramid, pooled = self.features(images)
-        if not hasattr(self, "experts"):
+    def encode(self, pyramid: list[torch.Tensor], pooled: torch.Tensor, route: Route | None) -> ImageOutput:
+        """The local map and v_g of features routed by ``route`` (None: the static head)."""
+        if route is None:
             local = self.head(pyramid)
-            zeros = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
+            zeros = torch.zeros(pooled.shape[0], dtype=torch.long, device=pooled.device)
             return ImageOutput(self.global_embedding(pooled, local), local, zeros, None)
-        logits = self.router(pooled)
-        if self.soft:
-            weights = logits.softmax(dim=1) if expert_weights is None else expert_weights
-            local = torch.einsum("kbdhw,bk->bdhw", self.experts.forward_all(pyramid), weights)
-            expert = weights.argmax(dim=1)
-        else:
-            expert = logits.argmax(dim=1) if expert is None else expert
-            local = self.experts(pyramid, expert)
-        return ImageOutput(self.global_embedding(pooled, local), local, expert, logits)
+        local = self.experts(pyramid, route.expert, route.weights)
+        return ImageOutput(self.global_embedding(pooled, local), local, route.expert, route.image_logits)
 
-    def forward_all_experts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(v_g [B, D] of the router's choice, every expert's map [K, B, D, G, G], router logits
-        [B, K]): what the authors' code computes. A reference for tests, FLOPs and benchmarks."""
-        pyramid, pooled = self.features(images)
-        every, logits = self.experts.forward_all(pyramid), self.router(pooled)
-        chosen = every[logits.argmax(dim=1), torch.arange(images.shape[0], device=images.device)]
-        return self.global_embedding(pooled, chosen), every, logits
+
+def encode_image(image: ImageEncoder, gate: Gate | None, images: torch.Tensor, expert: torch.Tensor | None = None,
+                 expert_weights: torch.Tensor | None = None) -> ImageOutput:
+    """``MedMoE.encode_image`` from the image side and the gate alone (what the ONNX image graph holds)."""
+    pyramid, pooled = image.features(images)
+    route = gate(pooled) if gate is not None else None
+    if route is not None and expert_weights is not None:
+        route.weights, route.expert = expert_weights, expert_weights.argmax(dim=1)
+    elif route is not None and expert is not None and route.weights is None:
+        route.expert = expert.to(pooled.device)
+    return image.encode(pyramid, pooled, route)
+
+
+def encode_image_all_experts(image: ImageEncoder, gate: Gate, images: torch.Tensor):
+    """(v_g [B, D] of the image router's choice, every expert's map [K, B, D, G, G], the Route): what the
+    authors' code computes. A reference for tests, FLOPs, benchmarks and the ONNX graph."""
+    pyramid, pooled = image.features(images)
+    route = gate(pooled)
+    every = image.experts.forward_all(pyramid)
+    chosen = every[route.expert, torch.arange(images.shape[0], device=images.device)]
+    return image.global_embedding(pooled, chosen), every, route
 
 
 class MedMoE(nn.Module):
@@ -116,8 +121,11 @@ class MedMoE(nn.Module):
         self.config = config
         built = dataclasses.replace(config, backbone=None, text_pretrained=False) if config.init else config
         self.image = ImageEncoder(built)
+        # built in this order (image side, image router, text side, report router), so that a seed gives
+        # the same initial weights as it always has
+        image_router = Router.of(config, self.image.backbone.channels[-1]) if config.moe else None
         self.text = TextEncoder(built, tokenizer and str(tokenizer))
-        self.text_router = Router(config.embed_dim, config.router_hidden, config.num_experts) if config.moe else None
+        self.gate = Gate(config, image_router, Router.of(config, config.embed_dim)) if config.moe else None
         if config.init:  # the init's weights replace the backbone's and the text encoder's
             from .init import load_init
 
@@ -126,38 +134,45 @@ class MedMoE(nn.Module):
     # ----------------------------------------------------------------------------- encoders
     def encode_image(self, images: torch.Tensor, expert: torch.Tensor | None = None,
                      expert_weights: torch.Tensor | None = None) -> ImageOutput:
-        """Images [B, 3, H, W] (see ``medmoe.data.transforms``). ``expert`` [B] forces the routing;
-        ``expert_weights`` [B, K] set the mixture of the ``soft-moe`` variant."""
-        return self.image(images, expert, expert_weights)
+        """Images [B, 3, H, W] (see ``medmoe.data.transforms``), routed by the image router.
+        ``expert`` [B] forces hard routing; ``expert_weights`` [B, K] set the mixture of the
+        ``soft-moe`` variant."""
+        return encode_image(self.image, self.gate, images, expert, expert_weights)
 
-    def encode_text(self, reports: list[str]) -> TextOutput:
-        global_emb, words, lengths, tokens = self.text(list(reports))
-        logits = self.text_router(global_emb) if self.text_router is not None else None
-        return TextOutput(global_emb, words, lengths, tokens, logits)
+    def encode_image_all_experts(self, images: torch.Tensor):
+        """Every expert on every image (``encode_image_all_experts``)."""
+        return encode_image_all_experts(self.image, self.gate, images)
 
-    def modality_index(self, names: list[str | None]) -> torch.Tensor:
-        """Modality names -> indices into ``config.modalities`` (-1 for unknown or missing)."""
-        known = {m: i for i, m in enumerate(self.config.modalities)}
-        return torch.tensor([known.get(n, -1) for n in names], dtype=torch.long)
+    def encode_text(self, reports: list[str] | Tokens) -> TextOutput:
+        """Reports as strings (tokenised here; ``tokens`` then holds each report's merged words) or
+        as ``Tokens`` from the data pipeline."""
+        merged = None
+        if not isinstance(reports, Tokens):
+            reports, merged = self.text.tokenize.merged_words(list(reports))
+        global_emb, words, lengths = self.text(reports)
+        logits = self.gate.text_router(global_emb) if self.gate is not None else None
+        return TextOutput(global_emb, words, lengths, merged, logits)
 
-    def expert_targets(self, modality: torch.Tensor) -> torch.Tensor:
-        """The expert each modality is assigned to (modality index mod K); -1 stays -1."""
-        return torch.where(modality >= 0, modality % self.config.num_experts, modality)
+    def forward(self, images: torch.Tensor, reports: list[str] | Tokens, modality: torch.Tensor | None = None) -> dict:
+        """Training forward, routed by ``config.routing``; ``modality`` [B]: indices into
+        ``config.modalities``, -1 unknown. Returns ``MedMoELoss``'s inputs."""
+        text = self.text(reports if isinstance(reports, Tokens) else self.text.tokenize(list(reports)))
+        pyramid, pooled = self.image.features(images)
+        route = self.gate(pooled, text[0], modality) if self.gate is not None else None
+        image = self.image.encode(pyramid, pooled, route)
+        return {"image_global": image.global_emb, "text_global": text[0], "regions": image.local_map,
+                "words": text[1], "lengths": text[2], "route": route}
 
-    def forward(self, images: torch.Tensor, reports: list[str], modality: torch.Tensor | None = None):
-        """Training forward: routes by ``config.routing``. Returns (ImageOutput, TextOutput)."""
-        text = self.encode_text(reports)
-        if self.text_router is None or self.config.routing == "image":
-            return self.encode_image(images), text
-        probs = text.router_logits.softmax(dim=1)  # soft dispatch learns the text router through these
-        expert = probs.detach().argmax(dim=1)
-        if self.config.routing == "label":
-            if modality is None:
-                raise ValueError("routing='label' needs modality labels")
-            target = self.expert_targets(modality.to(expert.device))
-            expert = torch.where(target >= 0, target, expert)  # unknown modality: the report decides
-            probs = torch.nn.functional.one_hot(expert, self.config.num_experts).to(probs.dtype)
-        return self.encode_image(images, expert, probs if self.config.dispatch == "soft" else None), text
+    def towers(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The image tower (image encoder, image router) and the text tower (text encoder, report router)."""
+        image_router, text_router = (self.gate.image_router, self.gate.text_router) if self.gate else (None, None)
+        return [m for m in (self.image, image_router) if m], [m for m in (self.text, text_router) if m]
+
+    @torch.no_grad()
+    def upcycle(self) -> None:
+        """Copy expert 0 into all K experts and route to all of them from now on (sparse upcycling)."""
+        self.image.experts.replicate(0)
+        self.gate.upcycled.fill_(True)
 
     def sync_batchnorm(self) -> "MedMoE":
         """Batch norm of the experts (or the static head) over the global batch of all ranks
@@ -165,8 +180,6 @@ class MedMoE(nn.Module):
         from ..distributed import convert_sync_batchnorm
 
         convert_sync_batchnorm(getattr(self.image, "experts", None) or self.image.head)
-        if hasattr(self.image, "experts"):
-            self.image.experts.every_expert = True
         return self
 
     # ------------------------------------------------------------------------- persistence
@@ -205,17 +218,9 @@ class MedMoE(nn.Module):
         saved.setdefault("global_source", "backbone")  # folders written before the option existed
         config = MedMoEConfig.from_dict(saved)
         model = cls(config, folder / TOKENIZER_DIR if (folder / TOKENIZER_DIR).is_dir() else None)
-        model.load_state_dict(load_file(folder / WEIGHTS_FILE, device=map_location))
+        model.load_state_dict(_upgrade(load_file(folder / WEIGHTS_FILE, device=map_location), model))
         model.source = folder  # where it was read from: push_to_hub finds the training run beside it
         return model.eval()
-
-    # ------------------------------------------------------------------ using a trained model
-    def classify(self, images, classes, templates: list[str] | None = None):
-        """Zero-shot class probabilities and routed experts of image files or tensors
-        (``medmoe.classify.classify``)."""
-        from ..classify import classify
-
-        return classify(self, images, classes, templates)
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload the model with a model card to the Hugging Face Hub (``medmoe.hub.push_to_hub``)."""
@@ -224,8 +229,32 @@ class MedMoE(nn.Module):
         return push_to_hub(self, repo_id, **kwargs)
 
 
+def _upgrade(state: dict, model: MedMoE) -> dict:
+    """Weights saved before the gate held the routers: their old names, and no upcycling flag."""
+    renamed = {"image.router.": "gate.image_router.", "text_router.": "gate.text_router."}
+    for old, new in renamed.items():
+        state = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in state.items()}
+    if model.gate is not None and "gate.upcycled" not in state:
+        state["gate.upcycled"] = torch.tensor(True)
+    return state
+
+
 def create_model(preset: str = "tiny", **overrides) -> MedMoE:
     """``create_model("tiny", num_experts=2)``: a fresh model from a preset plus overrides."""
     from ..config import load_config
 
     return MedMoE(load_config(preset, **overrides))
+
+
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def load(name_or_path: str | os.PathLike, map_location: str = "cpu") -> MedMoE:
+    """A model folder, a training run (its newest checkpoint) or a Hugging Face Hub id ``org/name``
+    (downloaded once into the Hub cache, then read from there; offline with ``HF_HUB_OFFLINE=1``)."""
+    path = Path(name_or_path)
+    if not path.exists() and HUB_ID.match(str(name_or_path)):
+        from ..hub import download
+
+        path = download(str(name_or_path))
+    return MedMoE.from_pretrained(path, map_location=map_location)

@@ -7,10 +7,14 @@ layers are summed, word pieces are merged into words by summing their embeddings
 T = [t_1..t_N] and their mean, the global report embedding t_g, are projected to the shared
 width D. (GLoRIA averages over every token position, [CLS] and padding included, and keeps [CLS]
 as a word; we average over the report's words only and keep words only.)
+
+Reports become word pieces in the data pipeline (``ReportTokenizer``, run by the loader workers),
+so a training step starts from token ids (``Tokens``); ``MedMoE.encode_text`` also takes strings.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -40,6 +44,16 @@ def text_architecture(name: str, overrides: dict) -> dict:
     from transformers import AutoConfig
 
     return {**AutoConfig.from_pretrained(resolve_text_source(name)).to_diff_dict(), **overrides}
+
+
+def load_tokenizer(source: str):
+    """The fast tokenizer of a text model (hub id, local folder or ``"minilm"``) or a tokenizer folder."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_text_source(source), use_fast=True)
+    except OSError as exc:
+        raise OSError(f"cannot load the tokenizer {source!r}: {exc}") from exc
 
 
 def _pretrained(name: str):
@@ -85,29 +99,24 @@ class TextEncoder(nn.Module):
     def tokenizer(self):
         """Loaded on first use, so the architecture builds without the tokenizer files."""
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            try:
-                self._tokenizer = AutoTokenizer.from_pretrained(resolve_text_source(self.tokenizer_source),
-                                                                use_fast=True)
-            except OSError as exc:
-                raise OSError(f"cannot load the tokenizer {self.tokenizer_source!r}: {exc}") from exc
+            self._tokenizer = load_tokenizer(self.tokenizer_source)
         return self._tokenizer
 
-    def forward(self, reports: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[str]]]:
-        """Returns (t_g [B, D], words [B, N, D] zero-padded, lengths [B], merged words)."""
-        enc, word_ids, cleaned = tokenize(self.tokenizer, reports, self.max_length, self.clean)
-        device = self.global_proj.weight.device
-        t_g, words, lengths = self.embed(enc["input_ids"].to(device), enc["attention_mask"].to(device),
-                                         word_ids.to(device))
-        merged = [[cleaned[i][s:e] for s, e in (enc.word_to_chars(i, w) for w in range(int(lengths[i])))]
-                  for i in range(len(reports))]
-        return t_g, words[:, : int(lengths.max())], lengths, merged
+    @property
+    def tokenize(self) -> "ReportTokenizer":
+        """Reports -> ``Tokens`` as this encoder reads them (its tokenizer, length and cleaning)."""
+        return ReportTokenizer(self.tokenizer, self.max_length, self.clean)
+
+    def forward(self, tokens: "Tokens") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (t_g [B, D], words [B, N, D] zero-padded to the longest report, lengths [B])."""
+        tokens = tokens.to(self.global_proj.weight.device)
+        t_g, words, lengths = self.embed(tokens.input_ids, tokens.attention_mask, tokens.word_ids)
+        return t_g, words[:, : int(lengths.max())], lengths
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_ids: torch.Tensor):
         """Word pieces [B, T] -> (t_g [B, D], words [B, T, D], lengths [B]): word n of a report in
         slot n, zero past its ``lengths`` words. ``word_ids`` [B, T]: each piece's word, -1 for
-        special and padding tokens (``tokenize``). Static shapes throughout (the ONNX text graph)."""
+        special and padding tokens (``Tokens``). Static shapes throughout (the ONNX text graph)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         tokens = torch.stack(hidden.hidden_states[-self.last_n_layers:]).sum(0)  # [B, T, H]
         valid = (word_ids >= 0)[..., None].to(tokens.dtype)
@@ -132,14 +141,84 @@ def gloria_clean(report: str) -> str:
     return " ".join(kept) if kept else " ".join(w for s in sentences for w in s)
 
 
-def tokenize(tokenizer, reports: list[str], max_length: int, clean: str = "none"):
-    """(encoding, word_ids [B, T], cleaned reports): reports reduced to their words (punctuation
-    dropped; with ``clean="gloria"``, ``gloria_clean``), cut into word pieces; ``word_ids`` maps each
-    piece to its word, -1 for special and padding tokens."""
-    cleaned = [" ".join(WORD.findall(gloria_clean(r) if clean == "gloria" else r)) for r in reports]
-    empty = [i for i, r in enumerate(cleaned) if not r]
-    if empty:
-        raise ValueError(f"report {empty[0]} has no words: {reports[empty[0]]!r}")
-    enc = tokenizer(cleaned, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    word_ids = torch.tensor([[-1 if w is None else w for w in enc.word_ids(b)] for b in range(len(cleaned))])
-    return enc, word_ids, cleaned
+@dataclass
+class Tokens:
+    """Reports as word pieces, [B, T] each: ``input_ids``, ``attention_mask``, and ``word_ids``, the
+    word of each piece (-1 for special and padding tokens)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    word_ids: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def to(self, device) -> "Tokens":
+        return Tokens(self.input_ids.to(device), self.attention_mask.to(device), self.word_ids.to(device))
+
+    def rows(self, start: int, stop: int) -> "Tokens":
+        """Reports ``start:stop``, padded to their own longest (as if tokenised as a batch of their own)."""
+        n = int(self.attention_mask[start:stop].sum(1).max())
+        return Tokens(self.input_ids[start:stop, :n], self.attention_mask[start:stop, :n], self.word_ids[start:stop, :n])
+
+    @classmethod
+    def pad(cls, parts: list["Tokens"], pad_id: int) -> "Tokens":
+        """Several reports' tokens as one batch, padded on the right to the longest (as a tokenizer
+        pads a batch)."""
+        n = max(p.input_ids.shape[1] for p in parts)
+
+        def cat(name: str, value: int) -> torch.Tensor:
+            return torch.cat([torch.nn.functional.pad(getattr(p, name), (0, n - p.input_ids.shape[1]), value=value)
+                              for p in parts])
+
+        return cls(cat("input_ids", pad_id), cat("attention_mask", 0), cat("word_ids", -1))
+
+
+class ReportTokenizer:
+    """Reports reduced to their words (punctuation dropped; with ``clean="gloria"``, ``gloria_clean``)
+    and cut into at most ``max_length`` word pieces. Each report is tokenised on its own, so the loader
+    workers can do it sample by sample; a batch is padded as the tokenizer would pad it."""
+
+    def __init__(self, tokenizer, max_length: int, clean: str = "none"):
+        self.tokenizer, self.max_length, self.clean = tokenizer, max_length, clean
+
+    @classmethod
+    def of(cls, config, source: str | None = None) -> "ReportTokenizer":
+        """What a model of ``config`` reads (``source``: its tokenizer folder, default the text model's)."""
+        return cls(load_tokenizer(source or config.text_model), config.max_length, config.text_clean)
+
+    def words(self, report: str) -> str:
+        """The report as the encoder reads it: its words, space-separated; ValueError if it has none."""
+        cleaned = " ".join(WORD.findall(gloria_clean(report) if self.clean == "gloria" else report))
+        if not cleaned:
+            raise ValueError(f"has no words: {report!r}")
+        return cleaned
+
+    def encode(self, report: str):
+        """(Tokens [1, T], the tokenizer's encoding, the cleaned report) of one report."""
+        cleaned = self.words(report)
+        enc = self.tokenizer([cleaned], truncation=True, max_length=self.max_length, return_tensors="pt")
+        word_ids = torch.tensor([[-1 if w is None else w for w in enc.word_ids(0)]])
+        return Tokens(enc["input_ids"], enc["attention_mask"], word_ids), enc, cleaned
+
+    def __call__(self, reports: list[str]) -> Tokens:
+        return self.pad([t for t, _, _ in self._encode_each(reports)])
+
+    def _encode_each(self, reports: list[str]) -> list:
+        encoded = []
+        for i, report in enumerate(reports):
+            try:
+                encoded.append(self.encode(report))
+            except ValueError as exc:
+                raise ValueError(f"report {i} {exc}") from None
+        return encoded
+
+    def pad(self, parts: list[Tokens]) -> Tokens:
+        return Tokens.pad(parts, self.tokenizer.pad_token_id)
+
+    def merged_words(self, reports: list[str]) -> tuple[Tokens, list[list[str]]]:
+        """(Tokens, the words of each report as the encoder merges its word pieces)."""
+        encoded = self._encode_each(reports)
+        words = [[cleaned[a:b] for a, b in (enc.word_to_chars(0, w) for w in range(int(t.word_ids.max()) + 1))]
+                 for t, enc, cleaned in encoded]
+        return self.pad([t for t, _, _ in encoded]), words

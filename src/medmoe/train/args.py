@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..config import load_recipe
+from .. import registry
 from ..options import check_choices, option
 
 
@@ -59,4 +59,4 @@ class TrainArgs:
     def from_recipe(cls, **given) -> "TrainArgs":
         """The settings of recipe ``given["recipe"]`` (default: default; ``medmoe/recipes/NAME.json``),
         then ``given``."""
-        return cls(**{**load_recipe(given.get("recipe", "default"))["train"], **given})
+        return cls(**{**registry.get("recipes", given.get("recipe", "default")).get("train", {}), **given})

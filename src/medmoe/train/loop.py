@@ -26,19 +26,20 @@ from pathlib import Path
 import torch
 
 from .. import distributed
-from ..config import MedMoEConfig
+from ..config import MedMoEConfig, modality_index
 from ..data.dataset import ImageReportDataset, ResumableBatches, make_loader
 from ..data.transforms import ImageTransform
 from ..data.manifest import read_manifest
 from ..errors import ConfigError, ManifestError, TrainingError
 from ..files import atomic_write_text
 from ..losses import MedMoELoss
+from ..model.text import ReportTokenizer
 from ..runs import latest_checkpoint
 from ..seeding import derive_seed
 from .args import TrainArgs
 from .checkpoint import load_checkpoint, save_checkpoint
-from .optim import build_optimizer, build_scheduler
-from .step import forward_backward, loss_inputs, split_batch
+from .optim import build_optimizer, build_scheduler, upcycle
+from .step import embed, forward_backward, split_batch
 
 MAX_NONFINITE = 10  # consecutive non-finite steps before the run stops
 
@@ -84,21 +85,23 @@ def _is_shards(data: str) -> bool:
     return ".tar" in data or Path(data).is_dir()
 
 
-def _training_data(args: TrainArgs, config: MedMoEConfig, proc, start: int, per_rank: int):
-    """(batches of this rank from step ``start``, training samples, steps per epoch, val rows,
-    unusable manifest rows, training samples per modality)."""
+def _training_data(args: TrainArgs, config: MedMoEConfig, tokenize: ReportTokenizer, proc, start: int,
+                   per_rank: int):
+    """(batches of this rank from step ``start``, their reports tokenised by ``tokenize``, training
+    samples, steps per epoch, val rows, unusable manifest rows, training samples per modality)."""
     try:
-        return _open_data(args, config, proc, start, per_rank)
+        return _open_data(args, config, tokenize, proc, start, per_rank)
     except ValueError as exc:  # e.g. fewer shards than readers, or a batch larger than the data
         raise ManifestError(f"{args.data}: {exc}") from None
 
 
-def _open_data(args: TrainArgs, config: MedMoEConfig, proc, start: int, per_rank: int):
+def _open_data(args: TrainArgs, config: MedMoEConfig, tokenize: ReportTokenizer, proc, start: int, per_rank: int):
     if _is_shards(args.data):
         from ..data.shards import shard_batches
 
         stream = shard_batches(args.data, ImageTransform.of(config), config.modalities, per_rank, args.seed, start,
-                               proc.rank, proc.world, args.workers, balance=args.balance == "modality")
+                               proc.rank, proc.world, args.workers, balance=args.balance == "modality",
+                               tokenize=tokenize)
         val = read_manifest(args.val).split("val") if args.val else []
         return iter(stream), stream.samples, stream.steps_per_epoch, val, [], stream.modality_counts
     manifest = read_manifest(args.data)
@@ -107,11 +110,10 @@ def _open_data(args: TrainArgs, config: MedMoEConfig, proc, start: int, per_rank
         raise ManifestError(f"{args.data}: no usable training row ({len(manifest.unusable)} unusable of "
                             f"{manifest.total}; see `medmoe data check {args.data}`)")
     val = read_manifest(args.val).split("val") if args.val else manifest.split("val")
-    known = {m: i for i, m in enumerate(config.modalities)}
-    groups = [known.get(r.modality, -1) for r in rows] if args.balance == "modality" else None
+    groups = [modality_index(config.modalities, r.modality) for r in rows] if args.balance == "modality" else None
     sampler = ResumableBatches(len(rows), per_rank, args.seed, start, proc.rank, proc.world, groups)
-    loader = make_loader(ImageReportDataset(rows, ImageTransform.of(config), config.modalities), sampler, args.workers,
-                         args.seed)
+    loader = make_loader(ImageReportDataset(rows, ImageTransform.of(config), config.modalities, tokenize), sampler,
+                         args.workers, args.seed)
     counts = Counter(r.modality or "unknown" for r in rows)
     return iter(loader), len(rows), sampler.steps_per_epoch, val, manifest.unusable, counts
 
@@ -121,24 +123,34 @@ def aux_class_weights(model, modality_counts: dict[str, int]) -> torch.Tensor:
     inverse frequency in the training data, n / (classes present x n_k), 0 for an absent class."""
     counts = torch.zeros(model.config.num_experts, dtype=torch.float64)
     for name, n in modality_counts.items():
-        target = int(model.expert_targets(model.modality_index([name]))[0])
+        target = int(model.gate.expert_of(model.gate.modality_index([name]))[0])
         if target >= 0:
             counts[target] += n
     present = counts > 0
     return torch.where(present, counts.sum() / (present.sum() * counts).clamp(min=1), 0.0).float()
 
 
+def average_route_stats(stats: list[dict]) -> dict:
+    """``Route.stats()`` of several steps averaged, each key prefixed ``route_`` (for metrics.jsonl)."""
+    out = {}
+    for key in dict.fromkeys(k for s in stats for k in s):
+        values = torch.tensor([s[key] for s in stats if key in s], dtype=torch.float64)
+        mean = values.mean(0)
+        out[f"route_{key}"] = [round(v, 4) for v in mean.tolist()] if mean.ndim else round(float(mean), 4)
+    return out
+
+
 @torch.no_grad()
 def validation_loss(model, criterion, rows, batch_size: int, device, autocast) -> float:
     """The training loss (eval mode, text routing as in training) averaged over the rows."""
-    loader = make_loader(ImageReportDataset(rows, ImageTransform.of(model.config), model.config.modalities),
-                         batch_size=batch_size)
+    loader = make_loader(ImageReportDataset(rows, ImageTransform.of(model.config), model.config.modalities,
+                                            model.text.tokenize), batch_size=batch_size)
     model.eval()
     total, n = 0.0, 0
     for batch in loader:
         if len(batch["reports"]) >= 2:  # a contrastive loss needs negatives
             with autocast():
-                total += criterion(**loss_inputs(model, model, batch, device))["total"].item() * len(batch["reports"])
+                total += criterion(**embed(model, batch, device))["total"].item() * len(batch["reports"])
             n += len(batch["reports"])
     return total / max(n, 1)
 
@@ -179,8 +191,9 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
     if _is_shards(args.data) and "workers" in resumed:  # the shard order depends on the number of readers
         args = dataclasses.replace(args, workers=resumed["workers"])
     per_rank = args.batch_size * args.accum_steps
-    batches, samples, steps_per_epoch, val_rows, unusable, modality_counts = _training_data(args, config, proc, start,
-                                                                                            per_rank)
+    tokenize = resumed_model.text.tokenize if resumed_model is not None else ReportTokenizer.of(config)
+    batches, samples, steps_per_epoch, val_rows, unusable, modality_counts = _training_data(
+        args, config, tokenize, proc, start, per_rank)
     steps = math.ceil(args.epochs * steps_per_epoch) if args.epochs is not None else args.steps
 
     if proc.main:
@@ -190,26 +203,26 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
     log.skip([{**u, "stage": "manifest"} for u in unusable])
 
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    raw = (resumed_model or MedMoE(config)).to(proc.device).train()
-    params = [p for p in raw.parameters() if p.requires_grad]
-    optimizer = build_optimizer(raw, args)
+    model = (resumed_model or MedMoE(config)).to(proc.device).train()
+    # tower by tower: the order of the gradient norm's float sum (a seed gives the same run as it always has)
+    params = [p for tower in model.towers() for part in tower for p in part.parameters() if p.requires_grad]
+    optimizer = build_optimizer(model, args)
     scheduler = build_scheduler(optimizer, args, steps)
     plateau = args.schedule == "plateau"
     if plateau and not val_rows:
         raise ConfigError("the plateau schedule follows the validation loss: the data needs a val split (or --val)")
     if resume_from:
         load_checkpoint(resume_from, optimizer, scheduler)
-    aux_weight = aux_class_weights(raw, modality_counts).to(proc.device) if args.aux_class_weight else None
-    losses = dict(temp1=config.temp1, temp2=config.temp2, temp3=config.temp3, agg=config.local_agg,
-                  w_global=config.w_global, w_local=config.w_local, w_aux=config.w_aux, aux_class_weight=aux_weight)
-    criterion = MedMoELoss(**losses, gather_local=args.gather_local)
-    val_criterion = MedMoELoss(**losses, gather=False)  # rank 0 alone scores the val split: no collective
-    model = raw
+    aux_weight = aux_class_weights(model, modality_counts).to(proc.device) if args.aux_class_weight else None
+    criterion = MedMoELoss.from_config(config, aux_class_weight=aux_weight, gather_local=args.gather_local)
+    # rank 0 alone scores the val split: no collective
+    val_criterion = MedMoELoss.from_config(config, aux_class_weight=aux_weight, gather=False)
     if proc.world > 1:
         if args.sync_bn:
-            raw.sync_batchnorm()
-        model = DistributedDataParallel(raw, device_ids=[proc.local_rank] if proc.device.type == "cuda" else None,
+            model.sync_batchnorm()
+        model = DistributedDataParallel(model, device_ids=[proc.local_rank] if proc.device.type == "cuda" else None,
                                         find_unused_parameters=True)  # routing leaves experts idle
+    raw = distributed.unwrap(model)  # what is saved, evaluated and upcycled
     autocast = autocast_for(proc.device, args.precision)
 
     def checkpoint(step):
@@ -250,8 +263,11 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
     def data_wait() -> float:
         return round(wait / max(wait + compute, 1e-9), 4)
 
-    step, pending = start, []  # pending: this rank's skipped rows since the last log line
+    step, pending, routes = start, [], []  # since the last log line: this rank's skipped rows, its route stats
     while step < steps:
+        if raw.gate is not None and step >= config.upcycle_step and not raw.gate.upcycled:
+            upcycle(raw, optimizer)
+            bar.write(f"step {step}: expert 0 copied into all {config.num_experts} experts (upcycling)")
         t0 = time.perf_counter()
         batch = next(batches)
         t1 = time.perf_counter()
@@ -263,8 +279,9 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
         smallest = distributed.all_min(len(batch["reports"]), proc.device)
         if smallest >= 2:
             micro = split_batch(batch, min(args.accum_steps, smallest))
-            losses = forward_backward(model, raw, criterion, micro, proc.device, autocast,
-                                      seed=derive_seed(args.seed, "forward", step, proc.rank))
+            losses, route = forward_backward(model, criterion, micro, proc.device, autocast,
+                                             seed=derive_seed(args.seed, "forward", step, proc.rank))
+            routes += [route.stats()] if route is not None else []
             grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
             finite = distributed.all_true(bool(torch.isfinite(losses["total"]) and torch.isfinite(grad_norm)),
                                           proc.device)
@@ -295,7 +312,8 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
             log.skip(distributed.gather_lists(pending))
             pending = []
             if record is not None:
-                log.write(record | {"data_wait": data_wait()})
+                log.write(record | {"data_wait": data_wait()} | average_route_stats(routes))
+            routes = []
         out_of_time = args.time_limit is not None and not distributed.all_true(  # every rank stops together
             time.perf_counter() - began <= 60 * args.time_limit, proc.device)
         if step % args.eval_every == 0 and step < steps and not out_of_time:

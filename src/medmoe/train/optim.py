@@ -26,8 +26,8 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 def param_groups(model, lr: float, weight_decay: float, router_lr_mult: float) -> list[dict]:
     """Trainable parameters in groups: decayed (matrices, kernels) or not (biases, norms), and, when
     ``router_lr_mult != 1``, routers apart with the scaled learning rate."""
-    routers = [getattr(model.image, "router", None), model.text_router]
-    router_ids = {id(p) for r in routers if r is not None for p in r.parameters()} if router_lr_mult != 1 else set()
+    routers = [model.gate.image_router, model.gate.text_router] if model.gate is not None else []
+    router_ids = {id(p) for r in routers for p in r.parameters()} if router_lr_mult != 1 else set()
     groups: dict[tuple[bool, bool], list] = {}
     for p in model.parameters():
         if p.requires_grad:
@@ -49,3 +49,16 @@ def build_scheduler(optimizer, args, steps: int):
     if args.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, steps))
+
+
+def upcycle(model, optimizer: torch.optim.Optimizer) -> None:
+    """Sparse upcycling at the split: ``model.upcycle()`` copies expert 0 into every expert, and each
+    copy starts from expert 0's optimizer state too, so the copies are the same expert until the
+    routing sends them different data."""
+    experts = model.image.experts.experts
+    model.upcycle()
+    for copy in experts[1:]:
+        for source, target in zip(experts[0].parameters(), copy.parameters()):
+            if source in optimizer.state:
+                optimizer.state[target] = {k: v.clone() if torch.is_tensor(v) else v
+                                           for k, v in optimizer.state[source].items()}
