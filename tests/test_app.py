@@ -10,7 +10,8 @@ from urllib.parse import urlencode
 import pytest
 
 from medmoe.app import analyse as analyse_module
-from medmoe.app.analyse import analyse
+from medmoe.app.analyse import analyse, trained_with_modalities
+from medmoe.classify import classify, expert_modalities
 from medmoe.app.server import AppServer
 from medmoe.errors import ConfigError, ImageLoadError
 
@@ -25,14 +26,22 @@ def dicom():
     return get_testdata_file("CT_small.dcm")
 
 
+@pytest.fixture(scope="module")
+def small_mr():
+    """pydicom's MR_small.dcm: 64 x 64 pixels."""
+    from pydicom.data import get_testdata_file
+
+    return get_testdata_file("MR_small.dcm")
+
+
 def test_analyse_shows_probabilities_routing_and_attention(tiny, dicom):
     result = analyse(tiny, open(dicom, "rb").read(), "CT_small.dcm", CLASSES + [" "], REPORT)
-    expected = tiny.classify([dicom], CLASSES)
+    expected = classify(tiny, [dicom], CLASSES)
     assert list(result["probabilities"]) == CLASSES
     assert result["probabilities"]["fracture"] == pytest.approx(float(expected.probabilities[0, 2]), abs=1e-6)
     assert result["expert"] == int(expected.expert[0])
     assert [r["probability"] for r in result["router"]] == pytest.approx(expected.router_probabilities[0].tolist())
-    assert result["router"][1]["modalities"] == ["ct"]
+    assert all(r["modalities"] == [] for r in result["router"])  # never trained: no modality names
     assert result["size"] == [128, 128]  # CT_small is 128 x 128: shown as loaded (windowed), not the model's view
     import base64
 
@@ -40,6 +49,30 @@ def test_analyse_shows_probabilities_routing_and_attention(tiny, dicom):
     assert base64.b64decode(result["attention"])[:8] == b"\x89PNG\r\n\x1a\n" and result["report_expert"] in range(4)
     only_report = analyse(tiny, open(dicom, "rb").read(), "CT_small.dcm", [], REPORT)
     assert "probabilities" not in only_report and "attention" in only_report and only_report["expert"] == result["expert"]
+
+
+def test_experts_named_by_modality_only_when_training_saw_modality_labels(tiny, dicom, tmp_path, monkeypatch):
+    import torch
+
+    from medmoe.losses import auxiliary_loss
+
+    # what the rule reads: the auxiliary loss is exactly 0 on a batch without a modality label
+    assert float(auxiliary_loss(torch.randn(4, 4), torch.full((4,), -1))) == 0
+    run = tmp_path / "run"
+    folder = run / "checkpoints" / "step-000020" / "model"
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(tiny, "source", folder, raising=False)
+    assert not trained_with_modalities(tiny)  # no training log beside the model
+    log = run / "metrics.jsonl"
+    log.write_text('{"step": 10, "split": "train", "aux": 0.0}\n{"step": 20, "split": "val", "loss": 1.2}\n{"step": 2')
+    assert not trained_with_modalities(tiny)  # a line cut short by a crash is skipped
+    result = analyse(tiny, open(dicom, "rb").read(), "CT_small.dcm", CLASSES)
+    assert all(r["modalities"] == [] for r in result["router"])
+    log.write_text('{"step": 10, "split": "train", "aux": 1.38}\n')
+    assert trained_with_modalities(tiny)
+    result = analyse(tiny, open(dicom, "rb").read(), "CT_small.dcm", CLASSES)
+    assert [r["modalities"] for r in result["router"]] == list(expert_modalities(tiny).values())
+    assert any(r["modalities"] for r in result["router"])
 
 
 def test_bad_uploads_are_clear_errors(tiny, dicom, monkeypatch):
@@ -121,32 +154,93 @@ def browser():
         driver.quit()
 
 
-@pytest.mark.slow
-def test_page_in_a_headless_browser(tiny, server, browser, dicom, tmp_path):
+def box(browser, element) -> dict:
+    """The element's rendered box on the page: x, y, width, height in CSS pixels."""
+    return browser.execute_script("return arguments[0].getBoundingClientRect().toJSON()", element)
+
+
+def assert_bars_drawn(browser, container: str, expected: dict[str, float]) -> None:
+    """The bars in ``container`` show ``expected``'s names in its order, each bar's fill drawn as wide
+    as its probability of its track (within 2 px)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ready
+
+    rows = browser.find_elements(By.CSS_SELECTOR, f"#{container} .row")
+    names = [row.find_element(By.CSS_SELECTOR, ".name").text for row in rows]
+    assert names == list(expected)
+    for name, row in zip(names, rows):
+        fill, track = (box(browser, row.find_element(By.CSS_SELECTOR, part)) for part in (".fill", ".track"))
+        assert fill["height"] == pytest.approx(track["height"]) and track["width"] > 300
+        assert fill["width"] == pytest.approx(expected[name] * track["width"], abs=2), (container, name, fill, track)
+
+
+def most_probable_first(probabilities: dict[str, float]) -> dict[str, float]:
+    return dict(sorted(probabilities.items(), key=lambda item: -item[1]))
+
+
+def routing_text(result: dict) -> str:
+    """What the page says about the report router's choice beside the image router's."""
+    if result["report_expert"] == result["expert"]:
+        return f"The report router agrees: expert {result['expert']}."
+    return (f"The image and report routers disagree: the report router chose expert {result['report_expert']}, "
+            "whose attention is shown below.")
+
+
+def submit(browser, path) -> str:
+    """Choose ``path``, click Analyse and wait until the page shows the results or an error (the click
+    hides the last results and sets a "busy" message at once); returns the message, "" with results."""
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(browser, 300)
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    browser.find_element(By.ID, "analyse").click()
+    message = browser.find_element(By.ID, "message")
+    WebDriverWait(browser, 300).until(lambda d: d.find_element(By.ID, "results").is_displayed()
+                                      or message.get_attribute("class") == "error")
+    return message.text
+
+
+@pytest.mark.slow
+def test_page_in_a_headless_browser(tiny, server, browser, small_mr, dicom, tmp_path):
+    """What a user sees: bars as wide as the probabilities, the 64-pixel MR image upscaled (no smoothing)
+    to the attention figure's width, the experts by number (the tiny model never saw a modality label),
+    and whether the image and report routers agree."""
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
     browser.get(server + "/")
-    browser.find_element(By.ID, "file").send_keys(dicom)
     browser.find_element(By.ID, "classes").send_keys(", ".join(CLASSES))
     browser.find_element(By.ID, "report").send_keys(REPORT)
-    browser.find_element(By.ID, "analyse").click()
-    wait.until(ready.visibility_of_element_located((By.ID, "attention")))
-    assert browser.find_element(By.ID, "top-class").text == tiny.classify([dicom], CLASSES).top()[0]
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#bars .row")) == 3
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#router .row.routed")) == 1
-    wait.until(lambda d: d.execute_script("const i = document.getElementById('attention');"
-                                          "return i.complete && i.naturalWidth > 0"))
+    assert submit(browser, small_mr) == ""
+    WebDriverWait(browser, 300).until(lambda d: d.execute_script(
+        "return ['image', 'attention'].every((id) => document.getElementById(id).naturalWidth > 0)"))
+    expected = analyse(tiny, open(small_mr, "rb").read(), "MR_small.dcm", CLASSES, REPORT)
+    assert expected["size"] == [64, 64] and expected["report_expert"] != expected["expert"], \
+        "MR_small with REPORT no longer exercises disagreeing routers: pick another report"
+    probabilities = expected["probabilities"]
+    assert browser.find_element(By.ID, "top-class").text == max(probabilities, key=probabilities.get)
+    assert_bars_drawn(browser, "bars", most_probable_first(probabilities))
+    assert_bars_drawn(browser, "router", {f"expert {r['expert']}": r["probability"] for r in expected["router"]})
+    assert browser.find_element(By.ID, "expert").text == f"expert {expected['expert']}"
+    assert browser.find_element(By.ID, "report-routing").text == routing_text(expected)
+    image, attention = (browser.find_element(By.ID, i) for i in ("image", "attention"))
+    assert box(browser, image)["width"] >= 256
+    assert box(browser, image)["width"] == pytest.approx(box(browser, attention)["width"], abs=0.5)
+    assert image.value_of_css_property("image-rendering") == "pixelated"
 
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
-    browser.find_element(By.ID, "file").send_keys(str(bad))
-    browser.find_element(By.ID, "analyse").click()
-    wait.until(lambda d: "not a recognised image" in d.find_element(By.ID, "message").text)
+    assert "not a recognised image" in submit(browser, bad)
     assert not browser.find_element(By.ID, "results").is_displayed()
-    browser.find_element(By.ID, "file").send_keys(dicom)  # the server keeps serving
-    browser.find_element(By.ID, "analyse").click()
-    wait.until(ready.visibility_of_element_located((By.ID, "top-class")))
-    assert browser.find_element(By.ID, "top-class").text in CLASSES
+
+    assert submit(browser, dicom) == ""  # the server keeps serving
+    expected = analyse(tiny, open(dicom, "rb").read(), "CT_small.dcm", CLASSES, REPORT)
+    assert browser.find_element(By.ID, "report-routing").text == routing_text(expected)
+    assert_bars_drawn(browser, "bars", most_probable_first(expected["probabilities"]))
+
+    large = tmp_path / "large.png"  # wider than the page: scaled down smoothly
+    Image.new("L", (2000, 1000), 128).save(large)
+    browser.find_element(By.ID, "report").clear()
+    assert submit(browser, large) == ""
+    assert not attention.is_displayed() and browser.find_element(By.ID, "report-routing").text == ""
+    assert box(browser, image)["width"] < 2000 and image.value_of_css_property("image-rendering") == "auto"

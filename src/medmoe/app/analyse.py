@@ -1,9 +1,12 @@
 """What the page shows for one upload: the image as loaded (DICOM windowed), class probabilities,
-the image router's expert and probabilities, and the report words' attention overlaid."""
+the image router's expert and probabilities (experts named by their modalities only when training saw
+modality labels, ``trained_with_modalities``), the report router's expert and the report words' attention
+overlaid."""
 from __future__ import annotations
 
 import base64
 import io
+import json
 import tempfile
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import torch
 from ..classify import classify, expert_modalities, model_input, routing
 from ..data.transforms import ImageTransform
 from ..errors import ConfigError, ImageLoadError
+from ..hub import find_run
 
 MAX_UPLOAD = 200 * 1024 * 1024  # bytes
 
@@ -24,6 +28,29 @@ def png_base64(image: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def trained_with_modalities(model) -> bool:
+    """Whether the model's training saw modality labels, so that ``expert_modalities`` (the modalities
+    the auxiliary loss and label routing train each expert towards) means something.
+
+    The model folder does not record its training data; its training run does, indirectly: the
+    auxiliary loss (``losses.auxiliary_loss``) is exactly 0 on a batch without a modality label, so a
+    run whose metrics.jsonl logs a non-zero ``aux`` at some training step saw labels. The rule: True
+    only then. A folder without its run beside it (copied, downloaded from the Hub, or never trained)
+    counts as trained without modalities, and the page names its experts "expert k" alone."""
+    run = find_run(getattr(model, "source", None))
+    if run is None or not (run / "metrics.jsonl").is_file():
+        return False
+    with open(run / "metrics.jsonl", encoding="utf-8") as log:
+        return any(_logged_aux(line) > 0 for line in log)
+
+
+def _logged_aux(line: str) -> float:
+    try:
+        return json.loads(line).get("aux", 0)
+    except ValueError:  # a line cut short by a crash
+        return 0
 
 
 def analyse(model, data: bytes, name: str, classes: list[str], report: str = "") -> dict:
@@ -49,9 +76,9 @@ def analyse(model, data: bytes, name: str, classes: list[str], report: str = "")
         with torch.no_grad():
             expert, router, _ = routing(model, model.encode_image(x))
     if expert is not None:
-        assigned = expert_modalities(model)
+        assigned = expert_modalities(model) if trained_with_modalities(model) else {}
         result["expert"] = int(expert[0])
-        result["router"] = [{"expert": k, "probability": p, "modalities": assigned[k]}
+        result["router"] = [{"expert": k, "probability": p, "modalities": assigned.get(k, [])}
                             for k, p in enumerate(router[0].tolist())]
     if report:
         with tempfile.TemporaryDirectory() as tmp:
