@@ -112,25 +112,14 @@ def upcycle_argv(data, out, steps, *extra):
 
 
 @pytest.mark.slow
-def test_the_upcycling_split_is_exact_across_a_resume_and_logs_the_routing(tmp_path, medsynth, monkeypatch):
-    import medmoe.train.loop as loop
+def test_the_upcycling_split_is_exact_across_a_resume_and_logs_the_routing(tmp_path, medsynth):
     from safetensors.torch import load_file
 
     def weights(run):
         return load_file(latest_checkpoint(run) / "model" / "model.safetensors")
 
     assert main(upcycle_argv(medsynth, tmp_path / "straight", 8)) == 0
-
-    def crash_after_step_3(run, step, *args, **kwargs):  # the run dies right after its checkpoint at step 3
-        saved = save(run, step, *args, **kwargs)
-        if step == 3:
-            raise KeyboardInterrupt
-        return saved
-
-    save = loop.save_checkpoint
-    monkeypatch.setattr(loop, "save_checkpoint", crash_after_step_3)
-    assert main(upcycle_argv(medsynth, tmp_path / "stopped", 8)) == 130
-    monkeypatch.undo()
+    assert main(upcycle_argv(medsynth, tmp_path / "stopped", 8, "--stop-at", "3")) == 0  # before the split
     early = weights(tmp_path / "stopped")
     assert not early["gate.upcycled"] and not torch.equal(early["image.experts.experts.0.head.1.weight"],
                                                           early["image.experts.experts.1.head.1.weight"])
@@ -143,3 +132,15 @@ def test_the_upcycling_split_is_exact_across_a_resume_and_logs_the_routing(tmp_p
     assert [r["route_load"][0] for r in train if r["step"] <= 4] == [1.0, 1.0]  # one expert before the split
     assert all(len(r["route_load"]) == 4 and 0 <= r["route_entropy_text"] <= math.log(4) + 1e-6
                and 0 <= r["route_accuracy_image"] <= 1 for r in train)
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_detached_routers_keep_the_auxiliary_loss_out_of_the_encoders(detach):
+    torch.manual_seed(0)
+    model = medmoe.create_model("tiny", detach_routers=detach).train()
+    out = model(images(4), REPORTS, model.gate.modality_index(["xray", "ct", "mri", "ultrasound"]))
+    MedMoELoss(w_global=0.0, w_local=0.0)(**out)["aux"].backward()  # the auxiliary loss alone
+    routers = [p.grad for r in (model.gate.image_router, model.gate.text_router) for p in r.parameters()]
+    encoders = [p.grad for part in (model.image.backbone, model.text.encoder) for p in part.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in routers)
+    assert any(g is not None and g.abs().sum() > 0 for g in encoders) != detach

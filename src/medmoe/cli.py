@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="models to train and compare (default: medmoe static)")
     _add_model_options(p)
     _add_recipe_options(p)
-    add_options(p, TrainArgs, skip=("data", "out", "resume", "val"), defaults={"steps": 240, "time_limit": 8.0},
+    add_options(p, TrainArgs, skip=("data", "out", "resume", "val", "stop_at"), defaults={"steps": 240, "time_limit": 8.0},
                 flags={"time_limit": "--minutes"})  # every model's steps; the time box that can lower them
     p.set_defaults(func=cmd_demo, preset="small", resume=None)
 

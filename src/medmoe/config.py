@@ -55,6 +55,7 @@ class MedMoEConfig:
     router_hidden: int = 256  # hidden width of W1 in alpha = softmax(W2 ReLU(W1 t))
     routing: str = "text"  # which router drives dispatch in training: text | label (the oracle) | image
     shared_expert: bool = False  # an always-on expert beside the routed one, maps added (DeepSeekMoE)
+    detach_routers: bool = False  # routers read detached features: the auxiliary loss trains them, not the encoders
     expert_init: str = "random"  # random, or upcycle: one expert until upcycle_step, then copied K times
     upcycle_step: int = 0  # the training step of the upcycling split (sparse upcycling, Komatsuzaki et al.)
     # v_g from the pooled F4, or "expert": the routed expert's pooled map (the authors' code); the default

@@ -10,6 +10,8 @@ expert m mod K, the target of the auxiliary loss (Sec. 4.5). And it owns the rou
   for an unlabelled sample) or ``image``. Without a report the image router decides.
 - ``config.dispatch``: ``top1`` (k* = argmax alpha, one expert per sample) or ``soft`` (every
   expert, weighted by alpha).
+- ``config.detach_routers``: the routers read detached features, so the auxiliary loss trains the
+  routers only and leaves the image and text encoders to the contrastive losses.
 - ``config.expert_init = "upcycle"``: until the model is upcycled every sample goes to expert 0 (one
   expert, K = 1) while both routers learn; ``MedMoE.upcycle`` then copies expert 0 into all K and
   the gate routes as above (sparse upcycling, Komatsuzaki et al., ICLR 2023).
@@ -96,7 +98,7 @@ class Gate(nn.Module):
     def __init__(self, config: MedMoEConfig, image_router: Router, text_router: Router):
         super().__init__()
         self.num_experts, self.modalities = config.num_experts, list(config.modalities)
-        self.policy, self.soft = config.routing, config.dispatch == "soft"
+        self.policy, self.soft, self.detach = config.routing, config.dispatch == "soft", config.detach_routers
         self.image_router, self.text_router = image_router, text_router
         # an upcycled model routes to all K experts; before its split, to expert 0 only (saved with the model)
         self.register_buffer("upcycled", torch.tensor(config.expert_init != "upcycle"))
@@ -117,6 +119,8 @@ class Gate(nn.Module):
     def forward(self, pooled: Tensor, text_global: Tensor | None = None, modality: Tensor | None = None) -> Route:
         """Route a batch from the pooled F4 [B, C_4], the report embedding t_g [B, D] if there is a
         report, and the modality indices [B] (-1 unknown) if they are known."""
+        if self.detach:
+            pooled, text_global = pooled.detach(), None if text_global is None else text_global.detach()
         image_logits = self.image_router(pooled)
         text_logits = None if text_global is None else self.text_router(text_global)
         target = None if modality is None else self.expert_of(modality.to(pooled.device))

@@ -25,6 +25,8 @@ class TrainArgs:
     log_every: int = option(10, "steps between lines of metrics.jsonl")
     workers: int = option(max(1, min(4, (os.cpu_count() or 2) - 1)), "data-loading processes (CPUs - 1, at most 4)")
     time_limit: float | None = option(None, "stop (with a checkpoint) after MIN minutes", metavar="MIN")
+    stop_at: int | None = option(None, "stop (with a checkpoint) after step N, as if interrupted: --resume continues "
+                                 "the same schedule (a long run in several jobs; learning curves)", metavar="N")
     resume: str | None = option(None, "continue RUN from its latest checkpoint (with RUN's own model configuration)",
                                 metavar="RUN")
     progress: bool = option(True, "no progress bar", flag="--quiet")

@@ -316,14 +316,16 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
             routes = []
         out_of_time = args.time_limit is not None and not distributed.all_true(  # every rank stops together
             time.perf_counter() - began <= 60 * args.time_limit, proc.device)
-        if step % args.eval_every == 0 and step < steps and not out_of_time:
+        stop = out_of_time or step == args.stop_at
+        if step % args.eval_every == 0 and step < steps and not stop:
             last = evaluate(step)
             barrier()
-        if step % args.checkpoint_every == 0 or step == steps or out_of_time:
+        if step % args.checkpoint_every == 0 or step == steps or stop:
             checkpoint(step)
             barrier()
-        if out_of_time:
-            bar.write(f"time limit of {args.time_limit} min reached at step {step}")
+        if stop:
+            bar.write(f"time limit of {args.time_limit} min reached at step {step}" if out_of_time else
+                      f"stopped at step {step} of {steps} (--stop-at); --resume {run} continues")
             break
     bar.close()
     log.skip(distributed.gather_lists(pending))
