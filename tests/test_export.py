@@ -21,7 +21,7 @@ def exported(tmp_path_factory):
     model.gate.image_router.mlp[2].weight.mul_(20)  # spread the routing of random images over the experts
     folder = model.save_pretrained(tmp_path_factory.mktemp("model") / "m")
     out = tmp_path_factory.mktemp("onnx")
-    assert main(["export", "--model", str(folder), "--format", "onnx", "--out", str(out)]) == 0
+    assert main(["export", "--model", str(folder), "--out", str(out)]) == 0
     return model, out
 
 

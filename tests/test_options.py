@@ -5,7 +5,8 @@ import dataclasses
 
 import pytest
 
-from medmoe.cli import _train_args, build_parser
+from medmoe.cli import build_parser
+from medmoe.cli.training import _train_args
 from medmoe.errors import ConfigError
 from medmoe.options import add_options, given_options, option
 from medmoe.train.args import TrainArgs

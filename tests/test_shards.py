@@ -158,10 +158,10 @@ def test_samples_without_shards_json_and_too_few_shards(shards, tmp_path):
 
 
 def test_data_shard_command(manifest, tmp_path, capsys):
-    assert main(["data", "shard", str(manifest), str(tmp_path / "s"), "--shard-size", "20", "--quiet"]) == 0
+    assert main(["data", "shard", str(manifest), "--out", str(tmp_path / "s"), "--shard-size", "20", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "3 shards" in printed and "43 samples" in printed and "1 skipped" in printed
     assert f"{tmp_path / 's'}/{{000000..000002}}.tar" in printed
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["000000.tar", "000001.tar", "000002.tar",
                                                                   "shards.json"]
-    assert main(["data", "shard", str(manifest), str(tmp_path / "t"), "--shard-size", "20", "--split", "nope"]) == 1
+    assert main(["data", "shard", str(manifest), "--out", str(tmp_path / "t"), "--shard-size", "20", "--split", "nope"]) == 1

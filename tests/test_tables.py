@@ -70,7 +70,7 @@ def test_label_modality_on_excel_csv_and_jsonl(tmp_path, capsys):
                      excel(tmp_path / "m.jsonl", [json.dumps({"image": f"img/{i}.png", "report": r})
                                                   for i, r in enumerate(reports)])):  # was: row 1 unparseable
         out = tmp_path / "out" / f"labelled{manifest.suffix}"
-        assert main(["label-modality", str(manifest), "--out", str(out), "--json", str(tmp_path / "c.json")]) == 0
+        assert main(["data", "label-modality", str(manifest), "--out", str(out), "--json", str(tmp_path / "c.json")]) == 0
         counts = json.loads((tmp_path / "c.json").read_text())
         assert (counts["rows"], counts["unparseable"], counts["from_report"]) == (4, 0, 4)
         assert counts["per_modality"] == {"xray": 1, "ct": 1, "mri": 1, "ultrasound": 1, "unknown": 0}

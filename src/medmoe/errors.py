@@ -1,8 +1,8 @@
 """The errors medmoe reports to a user as one line (``medmoe: error: ...``, no traceback).
 
 Two kinds, which the command line tells apart by exit status: the user asked for something that
-cannot be (``ConfigError``, status 2, like a bad option), or the data or the run could not be used
-(``DataError`` and ``TrainingError``, status 1).
+cannot be (``ConfigError``, status 2, like a bad option or a missing optional extra), or the data or
+the run could not be used (``DataError`` and ``TrainingError``, status 1).
 """
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ class ManifestError(DataError):
 
 class ImageLoadError(DataError):
     """The image cannot be read (message names the file or sample and the reason)."""
+
+
+class MissingExtraError(ConfigError, ImportError):
+    """An optional dependency (a pip extra, e.g. ``medmoe[export]``) is not installed; says what to install."""
 
 
 class TrainingError(MedMoEError, RuntimeError):

