@@ -5,8 +5,8 @@ over seeds, as learning curves (issue 19).
     PYTHONPATH=src python benchmarks/ablation.py --out runs/ablation --budgets 4 --configs static medmoe shared
     PYTHONPATH=src python benchmarks/ablation.py --out runs/ablation --summary --json s.json --figure curves.png
 
-The demo's data (MedSynth, 3000 images, seed 0, 96 px) and preset (``small``), the default recipe,
-batch 32. One run per (configuration, seed), planned for ``--planned`` steps (default 4 x the demo's
+The demo's data (MedSynth, 3000 images, seed 0, 96 px) and preset (``small``; ``--preset tiny`` for a
+faster screen), the default recipe, batch 32. One run per (configuration, seed), planned for ``--planned`` steps (default 4 x the demo's
 240, cosine schedule over all of them) and stopped at each budget (``--stop-at``): the checkpoint at
 b x 240 steps is evaluated (``medmoe eval all`` on the test split) and the run later resumes from it
 exactly, so budgets are points of one learning curve, not separate runs. Every (configuration, seed,
@@ -133,6 +133,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--n", type=int, default=3000, help="MedSynth images (the demo's data)")
+    parser.add_argument("--size", type=int, default=96, help="MedSynth image side (the demo's; the preset resizes)")
     parser.add_argument("--summary", action="store_true", help="summarise the cached results; train nothing")
     parser.add_argument("--json", help="with --summary: also write the summary lines to this file")
     parser.add_argument("--figure", help="with --summary: draw the learning curves to this PNG")
@@ -149,7 +150,7 @@ def main():
         return
     manifest = out / "medsynth" / "manifest.jsonl"
     if not manifest.is_file():
-        generate(manifest.parent, n=args.n, seed=0, size=load_config(args.preset).image_size, progress=False)
+        generate(manifest.parent, n=args.n, seed=0, size=args.size, progress=False)
     for budget in sorted(args.budgets):  # every configuration at 1x before any at 2x: a short sitting screens all
         for seed in args.seeds:
             for name in args.configs:
