@@ -8,7 +8,7 @@ from PIL import Image
 
 from medmoe.cli import main
 from medmoe.errors import ConfigError
-from medmoe.data.labelling import ModalityRules, label_manifest, label_report
+from medmoe.data.labelling import ModalityRules, combine, label_manifest, label_report
 
 REPORTS = [
     # x-ray: cue-only chest films, a comparison-context trap, mammography, a wrist film
@@ -121,6 +121,8 @@ def test_user_rules_extend_the_builtin_ones(tmp_path):
     ('{"cues": {"ct": {"(unclosed": 5}}}', "invalid regex '(unclosed'"),
     ('{"cues": {"ct": {"FDG": "high"}}}', "must be a number"),
     ('{"reference": ["a*"]}', "matches empty text"),
+    ('{"direct": "CT shows"}', "'direct' must be a list of regexes"),
+    ('{"mention_factor": -1}', "'mention_factor' must be a number >= 0"),
     ('{"treshold": 2}', "unknown key 'treshold'"),
     ('{"cues": ', "invalid JSON"),
 ])
@@ -206,7 +208,7 @@ def test_label_manifest_jsonl_to_csv(tmp_path):
 def test_cli_prints_counts_and_unknown(tmp_path, capsys):
     manifest = _jsonl(tmp_path / "m.jsonl", ROWS)
     out, summary = tmp_path / "out" / "m.jsonl", tmp_path / "counts.json"
-    assert main(["label-modality", str(manifest), "--out", str(out), "--json", str(summary)]) == 0
+    assert main(["data", "label-modality", str(manifest), "--out", str(out), "--json", str(summary)]) == 0
     printed = capsys.readouterr().out
     assert "5 rows" in printed and "  xray         1" in printed and "  unknown      1" in printed
     assert "given 1, filled from the report 2, unknown 1" in printed
@@ -215,13 +217,13 @@ def test_cli_prints_counts_and_unknown(tmp_path, capsys):
 
 
 def test_cli_errors(tmp_path, capsys):
-    assert main(["label-modality", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.jsonl")]) == 1
+    assert main(["data", "label-modality", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.jsonl")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "manifest not found" in err
     manifest = _jsonl(tmp_path / "m.jsonl", ROWS)
     bad = tmp_path / "r.json"
     bad.write_text('{"cues": {"ct": {"[": 1}}}')
-    assert main(["label-modality", str(manifest), "--out", str(tmp_path / "o.jsonl"), "--rules", str(bad)]) == 2
+    assert main(["data", "label-modality", str(manifest), "--out", str(tmp_path / "o.jsonl"), "--rules", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "r.json" in err and "invalid regex" in err
     assert not (tmp_path / "o.jsonl").exists()
@@ -279,6 +281,17 @@ def test_ct_mri_ultrasound_traps_are_never_xray(text, expected, rules):
 
 # ----------------------------------------------------------------------------- --images
 
+@pytest.fixture
+def one_thread():
+    """Small CNNs train several times faster on one thread than on two of a shared, busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _picture(kind, rng):
     """A tiny 'modality': a bright chest-like field (xray) or a disc of body in black air (ct)."""
     y, x = np.mgrid[:48, :48]
@@ -303,50 +316,100 @@ def _image_manifest(tmp_path, rows):
     return _jsonl(tmp_path / "m.jsonl", lines, broken=False)
 
 
-@pytest.mark.slow  # fits scikit-learn twice and reads a DICOM: seconds on a busy machine
-def test_images_fill_unknown_rows_override_contradictions_and_read_dicom_tags(tmp_path):
+@pytest.mark.slow  # trains two small CNNs and reads a DICOM: 5-14 s on 2 busy cores
+def test_images_fill_unknown_rows_question_contradictions_and_read_dicom_tags(tmp_path, one_thread):
     import pydicom.data
 
-    rows = ([("xray", "PA chest radiograph: clear lungs.")] * 12 + [("ct", "Axial CT: normal.")] * 12
+    rows = ([("xray", "PA chest radiograph: clear lungs.")] * 20 + [("ct", "Axial CT: normal.")] * 20
             + [("xray", "Stable appearance."), ("ct", "Stable appearance."),  # unknown text: the image decides
-               ("xray", "CT of the abdomen: unremarkable."),  # the text contradicts a clear x-ray picture
+               ("xray", "CT of the abdomen: unremarkable."),  # named directly: the text stands, questioned
+               ("xray", "Hypoattenuating lesion."),  # one CT word against the image: nobody wins, unknown
                (pydicom.data.get_testdata_file("MR_small.dcm"), "Stable appearance."),  # DICOM Modality MR
                (tmp_path / "missing.png", "No change.")])
     manifest = _image_manifest(tmp_path, rows)
-    counts = label_manifest(manifest, tmp_path / "o.jsonl", images=True, override_probability=0.9)
+    counts = label_manifest(manifest, tmp_path / "o.jsonl", images=True, fill_probability=0.9,
+                            override_probability=0.9)
     out = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
-    assert [(r["modality"], r["modality_source"]) for r in out[24:]] == [
-        ("xray", "image"), ("ct", "image"), ("xray", "image"), ("mri", "dicom"), ("", "unknown")]
-    assert counts["modality_source"] == {"given": 0, "dicom": 1, "report": 24, "image": 3, "unknown": 1}
+    assert [(r["modality"], r["modality_source"]) for r in out[40:]] == [
+        ("xray", "image"), ("ct", "image"), ("ct", "report"), ("", "unknown"), ("mri", "dicom"), ("", "unknown")]
+    assert counts["modality_source"] == {"given": 0, "dicom": 1, "report": 41, "image": 2, "unknown": 2}
     classifier = counts["image_classifier"]
-    assert classifier["trained"] and classifier["trained_on"] == {"ct": 13, "xray": 12}
+    assert classifier["trained"] and classifier["trained_on"] == {"ct": 22, "xray": 20}
     assert classifier["unreadable_images"] == 1 and classifier["cv_accuracy"] >= 0.9
-    contradiction = [d for d in counts["disagreements"] if d["row"] == 27]
-    assert contradiction and contradiction[0]["text_label"] == "ct" and contradiction[0]["image_label"] == "xray"
-    assert contradiction[0]["overridden"] and contradiction[0]["probability"] >= 0.9
-    assert counts["per_modality"]["unknown"] == 1
+    assert [(d["row"], d["text_label"], d["image_label"], d["outcome"], d["overridden"])
+            for d in counts["disagreements"]] == [(43, "ct", "xray", "ct", False), (44, "ct", "xray", None, False)]
+    assert counts["disagreements"][1]["probability"] > 0.9 > counts["disagreements"][1]["combined"]
 
 
 def test_images_need_two_labelled_modalities(tmp_path, capsys):
     rows = [("xray", "PA chest radiograph: clear lungs.")] * 6 + [("ct", "Stable appearance.")]
     manifest = _image_manifest(tmp_path, rows)
     out, summary = tmp_path / "o.jsonl", tmp_path / "s.json"
-    assert main(["label-modality", str(manifest), "--out", str(out), "--images", "--json", str(summary)]) == 0
+    assert main(["data", "label-modality", str(manifest), "--out", str(out), "--images", "--json", str(summary)]) == 0
     assert "image classifier not trained" in capsys.readouterr().out
     counts = json.loads(summary.read_text())
     assert not counts["image_classifier"]["trained"] and counts["modality_source"]["unknown"] == 1
 
 
-def test_cli_images_prints_sources(tmp_path, capsys):
+def test_cli_images_prints_sources(tmp_path, capsys, one_thread):
     rows = [("xray", "PA chest radiograph: clear lungs.")] * 6 + [("ct", "Axial CT: normal.")] * 6 + [
         ("ct", "Stable appearance.")]
     manifest = _image_manifest(tmp_path, rows)
-    assert main(["label-modality", str(manifest), "--out", str(tmp_path / "o.jsonl"), "--images"]) == 0
+    assert main(["data", "label-modality", str(manifest), "--out", str(tmp_path / "o.jsonl"), "--images"]) == 0
     printed = capsys.readouterr().out
     assert "with images: from DICOM tags 0, from the image 1" in printed and "out-of-fold accuracy" in printed
-    assert main(["label-modality", str(manifest), "--out", str(tmp_path / "o.jsonl"), "--images",
+    assert main(["data", "label-modality", str(manifest), "--out", str(tmp_path / "o.jsonl"), "--images",
                  "--fill-probability", "1.5"]) == 2
     assert "probabilities must be in (0, 1]" in capsys.readouterr().err
+
+
+def _head(kind, rng, side=64):
+    """A head in black air at a random place and size, two rings between the grey brain and a grey rim:
+    CT a bright skull inside dark soft tissue, MRI a dark skull inside bright fat. The same grey levels
+    in about the same amounts, so only their order tells CT from MRI: not the layout of a thumbnail,
+    nor its histogram or edges (the old logistic regression on them: 0.73 out of fold)."""
+    y, x = np.mgrid[:side, :side] / side
+    cx, cy = rng.uniform(0.38, 0.62, 2)
+    d = np.hypot(x - cx, y - cy) / rng.uniform(0.3, 0.38)
+    inner, outer = (0.95, 0.05) if kind == "ct" else (0.05, 0.95)
+    image = np.select([d < 0.6, d < 0.75, d < 0.87, d < 1.0], [0.45, inner, outer, 0.45], 0.0) * rng.uniform(0.8, 1.2)
+    return np.clip(image + rng.normal(0, 0.04, image.shape), 0, 1)
+
+
+@pytest.mark.slow  # trains six small CNNs: 4-14 s on 2 busy cores
+def test_image_classifier_tells_ct_from_mri_by_structure_and_is_seeded(tmp_path, one_thread):
+    """Issue 15: the thumbnail classifier confused CT and MRI. The CNN tells these apart out of fold."""
+    from medmoe.data.image_modality import image_thumbnail, image_votes
+
+    rng, thumbnails = np.random.default_rng(1), []
+    for n in range(80):
+        Image.fromarray((_head("ct" if n % 2 else "mri", rng) * 255).astype(np.uint8)).save(tmp_path / f"{n}.png")
+        thumbnails.append(image_thumbnail(tmp_path / f"{n}.png"))
+    thumbnails, labels = np.stack(thumbnails), ["ct" if n % 2 else "mri" for n in range(80)]
+    votes = image_votes(thumbnails, labels[:70] + [None] * 10, seed=3)
+    assert votes.classes == ["ct", "mri"] and votes.trained_on == {"ct": 35, "mri": 35}
+    assert votes.cv_accuracy >= 0.9
+    unseen = [votes.classes[i] for i in votes.probabilities[70:].argmax(1)]
+    assert sum(u == t for u, t in zip(unseen, labels[70:])) >= 9
+    few = labels[:12] + [None] * 4
+    assert np.array_equal(image_votes(thumbnails[:16], few, seed=3).probabilities,
+                          image_votes(thumbnails[:16], few, seed=3).probabilities)
+
+
+@pytest.mark.parametrize("text_label, scores, image, expected", [
+    ("ct", {"ct": 7.5}, [0.99, 0.01], "ct"),  # named directly: the text stands against a fairly sure image
+    ("ct", {"ct": 3.0}, [0.99, 0.01], None),  # one CT-ish word against a fairly sure x-ray image: nobody wins
+    ("ct", {"ct": 3.0}, [0.9999, 0.0001], "xray"),  # ... against a sure one: the image wins
+    ("ct", {"ct": 7.5}, [1.0, 0.0], None),  # a sure image against a direct name: nobody wins
+    ("ct", {"ct": 3.0}, [0.3, 0.7], "ct"),  # the image agrees
+    (None, {"ct": 2.5, "xray": 1.0}, [0.95, 0.05], None),  # "observed on CT" in an x-ray note, image unsure
+    (None, {"ct": 2.5, "xray": 1.0}, [0.995, 0.005], "xray"),
+    (None, {}, [0.96, 0.04], "xray"),
+    (None, {}, [0.9, 0.1], None),
+])
+def test_text_and_image_combine_and_a_contested_row_stays_unknown(text_label, scores, image, expected):
+    label, probability = combine(text_label, scores, ["xray", "ct"], np.array(image), fill=0.95, override=0.95)
+    assert label == expected and (label is None or label == text_label or probability >= 0.95)
 
 
 # ----------------------------------------------------------------------------- hand-written corpus
@@ -362,12 +425,16 @@ def _rates(rules, rows):
     return 1 - len(misses) / len(rows), wrong / len(rows), misses
 
 
+def _corpus(split):
+    return [r for r in map(json.loads, CORPUS.read_text(encoding="utf-8").splitlines()) if r["split"] == split]
+
+
 def test_heldout_corpus_meets_the_labelling_goals(rules):
     """Issue 9's text-stage goals on the held-out half of the hand-written corpus: chest radiograph
     reports >= 97 % x-ray and <= 1 % another modality; mixed CT/MRI/x-ray/ultrasound captions
-    (40 % never naming the modality) >= 60 % right and <= 1 % wrong, the image stage labels the rest."""
-    rows = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
-    held = [r for r in rows if r["split"] == "heldout"]
+    (40 % never naming the modality) >= 60 % right and <= 1 % wrong, the image stage labels the rest.
+    (The texts written for issue 15's failure kinds are measured by benchmarks/labeller.py.)"""
+    held = [r for r in _corpus("heldout") if "trap" not in r]
     chest = [r for r in held if r["corpus"] == "chest"]
     mixed = [r for r in held if r["corpus"] == "mixed"]
     assert len(chest) >= 75 and len(mixed) >= 75
@@ -390,6 +457,57 @@ def test_heldout_corpus_meets_the_labelling_goals(rules):
 def test_fallback_cues_count_only_without_another_modality(text, expected, rules):
     modality, scores = rules.label_report(text)
     assert modality == expected, scores
+
+
+def test_dev_texts_of_issue_15s_failure_kinds_are_never_labelled_wrong(rules):
+    """The dev half of the texts written for each failure kind (the rules were tuned on these): the
+    right modality or unknown, never another one."""
+    traps = [r for r in _corpus("dev") if "trap" in r]
+    assert {r["trap"] for r in traps} == {"history", "dimensions", "signal", "eye", "echo"}
+    _, wrong, misses = _rates(rules, traps)
+    assert wrong == 0, "\n".join(m for m in misses if " -> None: " not in m)
+
+
+# The inputs that broke the text rules on the real mixed corpus (issue 15), each in a text of its
+# kind: the cue does not describe this image.
+ISSUE_15_TEXTS = [
+    ("Bilateral reticular opacities in the lower zones, consistent with the fibrotic changes observed on "
+     "high-resolution computed tomography.", "xray", "ct"),  # an x-ray note reporting the patient's CT
+    ("Large heterogeneous mass measuring 9.5 x 8.9 x 13 cm in the oblique coronal, AP and craniocaudal "
+     "dimensions.", "ct", "xray"),  # dimensions, not an AP radiograph or a craniocaudal mammogram
+    ("Abnormal signal R. MCA territory.", "ct", "mri"),
+    ("Small calcified focus near the right optic disc.", "ct", "fundus"),
+    ("Contrast-enhanced axial image showing an echogenic mass in the right kidney.", "ct", "ultrasound"),
+]
+
+
+@pytest.mark.parametrize("text, truth, was", ISSUE_15_TEXTS)
+def test_issue_15_cues_that_do_not_describe_this_image(text, truth, was, rules):
+    modality, scores = rules.label_report(text)
+    assert modality in (truth, None) and modality != was, scores
+
+
+def test_naming_cues_count_by_how_directly_they_name_this_image(rules):
+    """A naming cue (weight 5) counts x direct_factor where it names this image, x mention_factor
+    where it names where something was seen, x reference_factor in history context, else x 1."""
+    ct = {text: rules.label_report(text)[1]["ct"] for text in (
+        "CT image shows a renal mass.", "CT abdomen: renal mass.", "Renal mass. CT.",
+        "Renal mass observed on CT.", "Renal mass, unchanged from the prior CT.",
+        "Renal mass; CT performed two weeks ago was normal.")}
+    assert list(ct.values()) == [5 * rules.direct_factor] * 2 + [5.0, 5 * rules.mention_factor] + [
+        5 * rules.reference_factor] * 2, ct
+    assert rules.label_report("Chest X-ray: bilateral reticular opacities, in keeping with the fibrosis observed on "
+                              "high-resolution computed tomography.")[0] == "xray"
+    assert rules.label_report("HRCT confirmed the fibrosis seen on the chest radiograph.")[0] == "ct"
+
+
+def test_user_context_patterns(tmp_path):
+    text = "Renal mass, as per the CT."
+    assert label_report(text)[0] == "ct"
+    user = tmp_path / "mine.json"
+    user.write_text(json.dumps({"mention": [r"\bas per\b[^.]*"], "mention_factor": 0.1}))
+    modality, scores = ModalityRules.load([user]).label_report(text)
+    assert modality is None and scores["ct"] == 5 * 0.1
 
 
 def test_user_fallback_cues(tmp_path):

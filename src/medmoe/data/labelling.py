@@ -3,10 +3,12 @@
 The cues live in ``modality_rules.json`` (its ``_doc`` explains the format); users extend
 them with their own JSON files. A report gets the modality whose cues score highest, but
 only when that score is high enough and clearly ahead of the runner-up: otherwise it stays
-unknown rather than guessed. Mentions in comparison/history context ("compared with prior
-CT", "recommend MRI") are discounted so they never decide alone. Fallback cues (chest findings
-and support devices for x-ray) count only when no other modality has a cue: a terse "Mild
-pulmonary edema." is a chest radiograph, "Lung windows: pleural effusion." stays CT.
+unknown rather than guessed. Cues in comparison/history context ("compared with prior
+CT", "recommend MRI") are discounted so they never decide alone; a cue naming the modality
+counts more where it names this image ("Axial CT image shows") and less where it names where
+something was seen ("observed on high-resolution computed tomography" in an x-ray note). Fallback
+cues (chest findings and support devices for x-ray) count only when no other modality has a cue:
+a terse "Mild pulmonary edema." is a chest radiograph, "Lung windows: pleural effusion." stays CT.
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ from ..files import atomic_write
 from .modality import SPELLINGS, normalise_modality
 from .tables import Record as _Record, read_table  # _Record: a row as read, written back as is when bad
 
-_SCALARS = ("threshold", "margin", "reference_factor")
+_SCALARS = ("threshold", "margin", "reference_factor", "direct_factor", "mention_factor")
+_CONTEXTS = ("reference", "mention", "direct")  # in order of precedence where their spans overlap
+NAMING = 5.0  # a cue of this weight or more names its modality: the direct and mention contexts apply to it
 
 
 def _fail(source: str, message: str):
@@ -56,12 +60,12 @@ def _merge(rules: dict, data, source: str) -> None:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 _fail(source, f"{key!r} must be a number >= 0 (got {value!r})")
             rules[key] = float(value)
-        elif key == "reference":
+        elif key in _CONTEXTS:
             if not isinstance(value, list):
-                _fail(source, "'reference' must be a list of regexes")
+                _fail(source, f"{key!r} must be a list of regexes")
             for pattern in value:
-                _compile(pattern, source, "reference")
-                rules["reference"].append(pattern)
+                _compile(pattern, source, key)
+                rules[key].append(pattern)
         elif key in ("cues", "fallback"):
             if not isinstance(value, dict):
                 _fail(source, f"{key!r} must map modality -> {{regex: weight}}")
@@ -80,8 +84,7 @@ def _merge(rules: dict, data, source: str) -> None:
                     if weight > 0:
                         table[pattern] = float(weight)
         else:
-            _fail(source, f"unknown key {key!r} (expected threshold, margin, reference_factor, reference, cues, "
-                          "fallback)")
+            _fail(source, f"unknown key {key!r} (expected {', '.join(_SCALARS + _CONTEXTS)}, cues, fallback)")
 
 
 def _compiled(cues: dict[str, dict[str, float]]) -> dict[str, list[tuple[re.Pattern, float]]]:
@@ -93,19 +96,24 @@ class ModalityRules:
     cues: dict[str, dict[str, float]]  # modality -> {regex: weight}
     fallback: dict[str, dict[str, float]] = field(default_factory=dict)  # ... counted if no other modality has one
     reference: list[str] = field(default_factory=list)  # context regexes whose cue matches are discounted
+    mention: list[str] = field(default_factory=list)  # ... whose naming cues name where something was seen
+    direct: list[str] = field(default_factory=list)  # ... whose naming cues name this image
     threshold: float = 3.0  # the winner needs at least this score ...
     margin: float = 2.0  # ... and this much more than the runner-up
     reference_factor: float = 0.2  # weight multiplier of a cue seen only in reference context
+    mention_factor: float = 0.5  # ... of a naming cue seen at best in mention context
+    direct_factor: float = 1.5  # ... of a naming cue seen in direct context (and in neither of the others)
 
     def __post_init__(self):
         self._cues, self._fallback = _compiled(self.cues), _compiled(self.fallback)
-        self._reference = [re.compile(p, re.IGNORECASE) for p in self.reference]
+        self._contexts = {kind: [re.compile(p, re.IGNORECASE) for p in getattr(self, kind)] for kind in _CONTEXTS}
+        self._factors = {kind: getattr(self, f"{kind}_factor") for kind in _CONTEXTS}
 
     @classmethod
     def load(cls, paths=None) -> "ModalityRules":
         """The built-in rules, extended/overridden by each JSON file in ``paths`` in turn."""
         builtin = resources.files("medmoe.data") / "modality_rules.json"
-        rules = {"cues": {}, "fallback": {}, "reference": []}
+        rules = {"cues": {}, "fallback": {}, **{kind: [] for kind in _CONTEXTS}}
         _merge(rules, json.loads(builtin.read_text(encoding="utf-8")), "(built-in)")
         for path in [paths] if isinstance(paths, (str, Path)) else (paths or []):
             try:
@@ -122,9 +130,10 @@ class ModalityRules:
     def label_report(self, text) -> tuple[str | None, dict[str, float]]:
         """(modality or None, {modality: score}) for one report."""
         text = str(text or "")
-        spans = [m.span() for pattern in self._reference for m in pattern.finditer(text)]
+        spans = {kind: [m.span() for pattern in patterns for m in pattern.finditer(text)]
+                 for kind, patterns in self._contexts.items()}
         scored = {m: self._score(cues, text, spans) for m, cues in self._cues.items()}
-        evidence = {m for m, (_, free) in scored.items() if free}  # modalities with a cue outside reference context
+        evidence = {m for m, (_, firm) in scored.items() if firm}  # modalities with a cue at full weight
         scores = {}
         for modality in {**self._cues, **self._fallback}:
             score = scored.get(modality, (0.0, False))[0]
@@ -137,18 +146,24 @@ class ModalityRules:
             return best, scores
         return None, scores
 
-    def _score(self, cues, text: str, spans) -> tuple[float, bool]:
-        """(sum of the weights of the cues that match, discounted in reference context; whether any
-        cue matched outside reference context)."""
-        score, free_somewhere = 0.0, False
+    def _factor(self, start: int, weight: float, spans: dict) -> float:
+        """The weight multiplier of a cue match at ``start``: its first context (``_CONTEXTS``
+        order) that applies, else 1."""
+        for kind in _CONTEXTS:
+            if (kind == "reference" or weight >= NAMING) and any(a <= start < b for a, b in spans[kind]):
+                return self._factors[kind]
+        return 1.0
+
+    def _score(self, cues, text: str, spans: dict) -> tuple[float, bool]:
+        """(sum over the matching cues of the weight times the largest factor among its matches;
+        whether any cue counted at full weight or more)."""
+        score, firm = 0.0, False
         for pattern, weight in cues:
-            starts = [m.start() for m in pattern.finditer(text)]
-            if not starts:
-                continue
-            free = any(not any(a <= s < b for a, b in spans) for s in starts)
-            score += weight if free else weight * self.reference_factor
-            free_somewhere |= free
-        return score, free_somewhere
+            factor = max((self._factor(m.start(), weight, spans) for m in pattern.finditer(text)), default=None)
+            if factor is not None:
+                score += weight * factor
+                firm |= factor >= 1
+        return score, firm
 
 
 @functools.cache
@@ -213,8 +228,10 @@ def _write_records(path, as_csv: bool, columns: list[str], records: list[_Record
                     f.write((r.raw if isinstance(r.raw, str) else _csv_line(r.raw)) + "\n")
 
 
-FILL_PROBABILITY = 0.9  # the image classifier labels a row the text leaves unknown at this probability or more
-OVERRIDE_PROBABILITY = 0.99  # ... and replaces a text label it contradicts at this probability or more
+FILL_PROBABILITY = 0.95  # with images, a row the text leaves unknown is labelled at this combined probability ...
+OVERRIDE_PROBABILITY = 0.95  # ... and a text label the image contradicts is replaced at this one (else: unknown)
+TEXT_WEIGHT = 0.7  # log-odds per unit of text score when the text's scores and the image's probabilities combine
+IMAGE_FLOOR = 1e-3  # ... where the image is never taken as surer than 999:1
 
 
 def label_manifest(manifest, out, rules: ModalityRules | None = None, overwrite: bool = False, images: bool = False,
@@ -227,14 +244,18 @@ def label_manifest(manifest, out, rules: ModalityRules | None = None, overwrite:
     rewritten when ``out`` is in another folder; unparseable rows are copied through unchanged.
 
     ``images=True`` also reads the images: a DICOM file's Modality tag labels a row without a given
-    modality (``dicom``, before the report); then an image classifier (``medmoe.data.image_modality``), trained on
-    the rows labelled so far, labels the rows still unknown when its probability is at least
-    ``fill_probability`` (``image``), and replaces a text label it contradicts with probability at
-    least ``override_probability``. Every contradiction is listed in ``disagreements``.
+    modality (``dicom``, before the report); then an image classifier (``medmoe.data.image_modality``),
+    trained on the rows labelled so far, gives each row probabilities, which are combined with the
+    text's scores (``combine``). A row the text leaves unknown gets the combined winner at
+    ``fill_probability`` or more (``image``). Where the image contradicts the text label, the text
+    keeps it if it still wins combined; else the winner replaces it at ``override_probability``
+    or more, and otherwise neither side wins clearly and the row becomes unknown. Given and DICOM
+    labels are kept. Every contradiction is listed in ``disagreements``.
 
     Returns {"rows", "given", "from_report", "unknown", "unparseable", "per_modality",
-    "modality_source": {given, dicom, report, image, unknown}} and, with ``images``,
-    "image_classifier" and "disagreements" [{row, image, text_label, image_label, probability, overridden}].
+    "modality_source": {given, dicom, report, image, unknown}} and, with ``images``, "image_classifier"
+    and "disagreements" [{row, image, text_label, text_source, image_label, probability, combined,
+    outcome, overridden}].
     """
     manifest, out = Path(manifest), Path(out)
     if not manifest.is_file():
@@ -248,17 +269,20 @@ def label_manifest(manifest, out, rules: ModalityRules | None = None, overwrite:
     columns += [c for c in ("modality", "modality_source") if c not in columns]
     src, dst = manifest.parent.resolve(), out.parent.resolve()
     labelled = [r for r in records if r.data is not None]
+    text_scores = {}  # id(record) -> the report's scores, for the rows labelled from the report or unknown
     for r in labelled:
         given = normalise_modality(r.data.get("modality"))
         modality, source = given, "given"
         if given is None or overwrite:
-            found, _ = rules.label_report(r.data.get("report"))
+            found, scores = rules.label_report(r.data.get("report"))
             if found is not None:
                 modality, source = found, "report"
             elif given is None:
                 source = "unknown"
+            text_scores[id(r)] = scores
         r.data["modality"], r.data["modality_source"] = modality or "", source
-    summary = _image_stage(records, src, fill_probability, override_probability, seed) if images else {}
+    summary = (_image_stage(records, text_scores, src, fill_probability, override_probability, seed)
+               if images else {})
     sources, modalities = Counter(r.data["modality_source"] for r in labelled), Counter()
     for r in labelled:
         for key in ("image", "mask"):
@@ -273,16 +297,39 @@ def label_manifest(manifest, out, rules: ModalityRules | None = None, overwrite:
             "modality_source": {k: sources[k] for k in ("given", "dicom", "report", "image", "unknown")}, **summary}
 
 
-def _image_stage(records: list[_Record], folder: Path, fill: float, override: float, seed: int) -> dict:
-    """DICOM tags, then the image classifier, on the parsed rows (in place); the summary's image part."""
+def combine(text_label: str | None, scores: dict[str, float], classes: list[str], probabilities,
+            fill: float = FILL_PROBABILITY, override: float = OVERRIDE_PROBABILITY) -> tuple[str | None, float]:
+    """(label or None, its combined probability) of a row from its text (label, scores) and the image
+    classifier's ``probabilities`` over ``classes``. The combined probabilities are the image's (at
+    least IMAGE_FLOOR) times exp(TEXT_WEIGHT x each class's text score), normalised: independent
+    evidence, a modality named outright (5) worth odds of about 33:1, named directly (7.5) about
+    190:1, so that at the default ``override`` a sure image does not beat a direct name. The text
+    label stands if it wins combined; another winner needs ``override`` (``fill`` where the text has
+    no label)."""
+    import numpy as np
+
+    text = np.array([scores.get(m, 0.0) for m in classes])
+    logits = np.log(np.clip(probabilities, IMAGE_FLOOR, 1.0)) + TEXT_WEIGHT * text
+    combined = np.exp(logits - logits.max())
+    combined /= combined.sum()
+    label, probability = classes[int(combined.argmax())], float(combined.max())
+    if label != text_label and probability < (override if text_label else fill):
+        label = None
+    return label, probability
+
+
+def _image_stage(records: list[_Record], text_scores: dict, folder: Path, fill: float, override: float,
+                 seed: int) -> dict:
+    """DICOM tags, then the image classifier combined with the text, on the parsed rows (in place);
+    the summary's image part."""
     import numpy as np
 
     from ..errors import ImageLoadError
-    from .image_modality import image_features, image_votes
+    from .image_modality import image_thumbnail, image_votes
     from .io import is_dicom
     from .manifest import _dicom_modality
 
-    rows, features, unreadable = [], [], 0  # rows: (row number, record) of each readable image
+    rows, thumbnails, unreadable = [], [], 0  # rows: (row number, record) of each readable image
     for n, r in enumerate(records, start=1):
         if r.data is None:
             continue
@@ -295,31 +342,35 @@ def _image_stage(records: list[_Record], folder: Path, fill: float, override: fl
                 found = _dicom_modality(path)
                 if found is not None:
                     r.data["modality"], r.data["modality_source"] = found, "dicom"
-            features.append(image_features(path))
+            thumbnails.append(image_thumbnail(path))
             rows.append((n, r))
         except (ImageLoadError, OSError, ValueError):
             unreadable += 1
     labels = [r.data["modality"] or None for _, r in rows]
-    votes = image_votes(np.stack(features), labels, seed) if features else None
-    info = {"fill_probability": fill, "override_probability": override, "unreadable_images": unreadable}
+    votes = image_votes(np.stack(thumbnails), labels, seed) if thumbnails else None
+    info = {"fill_probability": fill, "override_probability": override, "text_weight": TEXT_WEIGHT,
+            "unreadable_images": unreadable}
     if votes is None:
         return {"image_classifier": {**info, "trained": False, "reason": "fewer than two modalities with "
                                      "enough labelled rows"}, "disagreements": []}
     disagreements = []
     for (n, r), probabilities in zip(rows, votes.probabilities):
-        best = int(probabilities.argmax())
-        image_label, probability = votes.classes[best], float(probabilities[best])
-        text_label = r.data["modality"]
-        if not text_label:
-            if probability >= fill:
-                r.data["modality"], r.data["modality_source"] = image_label, "image"
-        elif text_label != image_label and text_label in votes.classes:
-            overridden = probability >= override
+        text_label, source = r.data["modality"] or None, r.data["modality_source"]
+        image_label = votes.classes[int(probabilities.argmax())]
+        if text_label is not None and text_label not in votes.classes:
+            continue  # a modality the classifier does not know
+        if source in ("report", "unknown"):
+            label, probability = combine(text_label, text_scores[id(r)], votes.classes, probabilities, fill, override)
+        else:  # given or DICOM: kept
+            label, probability = text_label, None
+        if text_label is not None and image_label != text_label:
             disagreements.append({"row": n, "image": r.data.get("image"), "text_label": text_label,
-                                  "text_source": r.data["modality_source"], "image_label": image_label,
-                                  "probability": round(probability, 4), "overridden": overridden})
-            if overridden:
-                r.data["modality"], r.data["modality_source"] = image_label, "image"
+                                  "text_source": source, "image_label": image_label,
+                                  "probability": round(float(probabilities.max()), 4),
+                                  "combined": None if probability is None else round(probability, 4),
+                                  "outcome": label, "overridden": label == image_label})
+        if label != text_label:
+            r.data["modality"], r.data["modality_source"] = label or "", "image" if label else "unknown"
     return {"image_classifier": {**info, "trained": True, "trained_on": votes.trained_on,
-                                 "cv_accuracy": votes.cv_accuracy},
+                                 "cv_accuracy": votes.cv_accuracy, "temperature": votes.temperature},
             "disagreements": disagreements}
