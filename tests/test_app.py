@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+import medmoe
 from medmoe.app import analyse as analyse_module
 from medmoe.app.analyse import analyse, trained_with_modalities
 from medmoe.classify import classify, expert_modalities
@@ -51,28 +52,25 @@ def test_analyse_shows_probabilities_routing_and_attention(tiny, dicom):
     assert "probabilities" not in only_report and "attention" in only_report and only_report["expert"] == result["expert"]
 
 
-def test_experts_named_by_modality_only_when_training_saw_modality_labels(tiny, dicom, tmp_path, monkeypatch):
-    import torch
+@pytest.mark.slow
+def test_experts_named_by_modality_only_when_training_saw_modality_labels(tiny, dicom, tmp_path):
+    from medmoe.cli import main
+    from medmoe.data.synth import generate
 
-    from medmoe.losses import auxiliary_loss
-
-    # what the rule reads: the auxiliary loss is exactly 0 on a batch without a modality label
-    assert float(auxiliary_loss(torch.randn(4, 4), torch.full((4,), -1))) == 0
-    run = tmp_path / "run"
-    folder = run / "checkpoints" / "step-000020" / "model"
-    folder.mkdir(parents=True)
-    monkeypatch.setattr(tiny, "source", folder, raising=False)
-    assert not trained_with_modalities(tiny)  # no training log beside the model
-    log = run / "metrics.jsonl"
-    log.write_text('{"step": 10, "split": "train", "aux": 0.0}\n{"step": 20, "split": "val", "loss": 1.2}\n{"step": 2')
-    assert not trained_with_modalities(tiny)  # a line cut short by a crash is skipped
-    result = analyse(tiny, open(dicom, "rb").read(), "CT_small.dcm", CLASSES)
-    assert all(r["modalities"] == [] for r in result["router"])
-    log.write_text('{"step": 10, "split": "train", "aux": 1.38}\n')
-    assert trained_with_modalities(tiny)
-    result = analyse(tiny, open(dicom, "rb").read(), "CT_small.dcm", CLASSES)
-    assert [r["modalities"] for r in result["router"]] == list(expert_modalities(tiny).values())
-    assert any(r["modalities"] for r in result["router"])
+    manifest = generate(tmp_path / "medsynth", n=24, seed=1, size=64, progress=False)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    unlabelled = manifest.parent / "unlabelled.jsonl"  # the same rows without the modality column
+    unlabelled.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "modality"}) + "\n" for r in rows))
+    for data, named in ((unlabelled, False), (manifest, True)):
+        run = tmp_path / data.stem
+        assert main(["train", "--preset", "tiny", "--data", str(data), "--out", str(run), "--steps", "1",
+                     "--batch-size", "4", "--eval-every", "100", "--quiet"]) == 0
+        model = medmoe.load(run)
+        assert trained_with_modalities(model) == named
+        result = analyse(model, open(dicom, "rb").read(), "CT_small.dcm", CLASSES)
+        assert [r["modalities"] for r in result["router"]] == (list(expert_modalities(model).values()) if named
+                                                                else [[]] * model.config.num_experts)
+    assert not trained_with_modalities(tiny)  # a model without its training run beside it
 
 
 def test_bad_uploads_are_clear_errors(tiny, dicom, monkeypatch):

@@ -37,6 +37,21 @@ def test_chexpert_follows_gloria_selection_and_warns_when_short(tmp_path):
     assert len(manifest.rows) == 30 and {r.dataset for r in manifest.rows} == {"chexpert-5x200"}
 
 
+def test_chexpert_label_that_is_not_a_number_names_its_row_and_column(tmp_path, capsys):
+    from medmoe.cli import main
+
+    write_chexpert(tmp_path / "src")
+    labels = tmp_path / "src" / "CheXpert-v1.0-small" / "train.csv"
+    lines = labels.read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[-1] = "yes"  # the last observation column (Support Devices) of data row 3
+    labels.write_text("\n".join(lines[:3] + [",".join(cells)] + lines[4:]) + "\n")
+    assert main(["data", "prepare", "chexpert-5x200", "--root", str(tmp_path / "src"),
+                 "--out", str(tmp_path / "m.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.csv row 3: column 'Support Devices' is 'yes'" in err
+
+
 def test_chexpert_draws_per_class_with_seed_from_either_root(tmp_path, monkeypatch):
     write_chexpert(tmp_path / "src")
     monkeypatch.setattr(chexpert, "PER_CLASS", 2)

@@ -359,7 +359,19 @@ def test_unimed_missing_or_malformed_part_is_a_warning_and_the_rest_loads(tmp_pa
     assert sources == {"chexpert", "radimagenet", "quilt", "rocov2", "retina", "llava_med"}  # openi's part left out
     assert [r["image"].name for r in out.rows if r["source"] == "retina"] == ["IDRiD_001.jpg", "a.jpg"]
     summary = prepare_corpus("unimed", tmp_path, tmp_path / "m.jsonl")
-    assert summary["rows"] == len(out.rows)
+    assert summary["rows"] == len(out.rows) and summary["warnings"] == out.warnings
+
+
+def test_unimed_warnings_reach_the_command_line(tmp_path, capsys):
+    from medmoe.cli import main
+
+    _unimed(tmp_path)
+    _unimed_llava_and_retina(tmp_path)
+    (tmp_path / "llava_med" / "llava_med_instruct_fig_captions.json").write_text('{"x": [{"pair_id": 1}')
+    assert main(["data", "prepare", "unimed", "--root", str(tmp_path), "--out", str(tmp_path / "m.jsonl")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("medmoe: warning: ") and "llava_med_instruct_fig_captions.json" in err[0]
+    assert err[0].endswith("; part left out")
 
 
 def test_unimed_wrong_layout(tmp_path):

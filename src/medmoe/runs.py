@@ -3,6 +3,8 @@
     RUN/checkpoints/step-000200/   one complete checkpoint (see ``train/checkpoint.py``); its model in model/,
                                    the step it was taken at in trainer.json
     RUN/checkpoints/latest         name of the newest complete checkpoint, replaced atomically
+    RUN/data.json                  what the run trains on: its manifests (absolute paths) or shards, and the
+                                   training samples per modality ("unknown" for rows without one)
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from .files import atomic_write_text
 
 LATEST = "latest"
+DATA_FILE = "data.json"
 
 
 def checkpoints_dir(run: str | Path) -> Path:
@@ -36,3 +39,13 @@ def trained_steps(run: str | Path) -> int | None:
 def set_latest(run: str | Path, name: str) -> None:
     """Point ``latest`` at the complete checkpoint ``checkpoints/name``."""
     atomic_write_text(checkpoints_dir(run) / LATEST, name)
+
+
+def write_training_data(run: str | Path, record: dict) -> None:
+    atomic_write_text(Path(run) / DATA_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def training_data(run: str | Path | None) -> dict | None:
+    """``RUN/data.json`` (see the module docstring), or None for a run without one."""
+    path = Path(run) / DATA_FILE if run is not None else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None

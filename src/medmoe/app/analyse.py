@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import tempfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ..classify import classify, expert_modalities, model_input, routing
 from ..data.transforms import ImageTransform
 from ..errors import ConfigError, ImageLoadError
 from ..hub import find_run
+from ..runs import training_data
 
 MAX_UPLOAD = 200 * 1024 * 1024  # bytes
 
@@ -32,25 +32,12 @@ def png_base64(image: np.ndarray) -> str:
 
 def trained_with_modalities(model) -> bool:
     """Whether the model's training saw modality labels, so that ``expert_modalities`` (the modalities
-    the auxiliary loss and label routing train each expert towards) means something.
-
-    The model folder does not record its training data; its training run does, indirectly: the
-    auxiliary loss (``losses.auxiliary_loss``) is exactly 0 on a batch without a modality label, so a
-    run whose metrics.jsonl logs a non-zero ``aux`` at some training step saw labels. The rule: True
-    only then. A folder without its run beside it (copied, downloaded from the Hub, or never trained)
-    counts as trained without modalities, and the page names its experts "expert k" alone."""
-    run = find_run(getattr(model, "source", None))
-    if run is None or not (run / "metrics.jsonl").is_file():
-        return False
-    with open(run / "metrics.jsonl", encoding="utf-8") as log:
-        return any(_logged_aux(line) > 0 for line in log)
-
-
-def _logged_aux(line: str) -> float:
-    try:
-        return json.loads(line).get("aux", 0)
-    except ValueError:  # a line cut short by a crash
-        return 0
+    the auxiliary loss and label routing train each expert towards) means something: its training run
+    (found beside the model folder) records in ``data.json`` a known modality for some training rows.
+    A folder without its run (copied, downloaded from the Hub, never trained) or a run trained without a
+    modality column counts as not, and the page names its experts "expert k" alone."""
+    record = training_data(find_run(getattr(model, "source", None)))
+    return record is not None and any(m != "unknown" and n for m, n in record["per_modality"].items())
 
 
 def analyse(model, data: bytes, name: str, classes: list[str], report: str = "") -> dict:

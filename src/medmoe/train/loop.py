@@ -5,8 +5,9 @@ checkpoints every N steps, exact resume; data-parallel under torchrun.
     torchrun --nproc_per_node 2 -m medmoe train --preset small --data manifest.jsonl --out runs/a
 
 Writes ``RUN/metrics.jsonl`` (one JSON object per logged step and per evaluation),
-``RUN/skipped.jsonl`` (rows that could not be used, with reasons), ``RUN/train_args.json`` and
-``RUN/checkpoints/`` (see ``checkpoint.py``); under DDP only rank 0 writes.
+``RUN/skipped.jsonl`` (rows that could not be used, with reasons), ``RUN/train_args.json``,
+``RUN/data.json`` (the training data and its modalities) and ``RUN/checkpoints/`` (see ``runs.py`` and
+``checkpoint.py``); under DDP only rank 0 writes.
 
 A step consumes one global batch of ``batch_size x accum_steps x world`` samples: each rank
 takes its slice and embeds it in ``accum_steps`` micro-batches of ``batch_size`` (``step.py``).
@@ -34,7 +35,7 @@ from ..errors import ConfigError, ManifestError, TrainingError
 from ..files import atomic_write_text
 from ..losses import MedMoELoss
 from ..model.text import ReportTokenizer
-from ..runs import latest_checkpoint
+from ..runs import latest_checkpoint, write_training_data
 from ..seeding import derive_seed
 from .args import TrainArgs
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -83,6 +84,11 @@ def autocast_for(device: torch.device, precision: str):
 
 def _is_shards(data: str) -> bool:
     return ".tar" in data or Path(data).is_dir()
+
+
+def _absolute(path: str) -> str:
+    """``path`` made absolute (a shard pattern keeps its braces)."""
+    return str(Path(path).absolute())
 
 
 def _training_data(args: TrainArgs, config: MedMoEConfig, tokenize: ReportTokenizer, proc, start: int,
@@ -199,6 +205,8 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
     if proc.main:
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run / "train_args.json", json.dumps(dataclasses.asdict(args) | {"world": proc.world}, indent=2))
+        write_training_data(run, {"data": _absolute(args.data), "val": args.val and _absolute(args.val),
+                                  "shards": _is_shards(args.data), "per_modality": dict(sorted(modality_counts.items()))})
     log = _Log(run, resumed=resume_from is not None, main=proc.main)
     log.skip([{**u, "stage": "manifest"} for u in unusable])
 

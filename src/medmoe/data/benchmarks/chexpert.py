@@ -46,13 +46,18 @@ LAYOUT = ("CheXpert-v1.0-small/ (or CheXpert-v1.0/) as unpacked: train.csv (Path
           "beside 'CheXpert-v1.0 batch N (train M)/patientNNNNN/...'; --root is that folder or the one holding it")
 
 
-def _value(cell: str) -> float:
-    return float(cell) if cell and cell.strip() else 0.0  # blank = 0 (GLoRIA's fillna(0))
+def _value(record: dict, column: str) -> float:
+    """An observation cell: 1.0, 0.0, -1.0, or blank = 0 (GLoRIA's fillna(0)); ValueError naming the column."""
+    cell = (record[column] or "").strip()
+    try:
+        return float(cell) if cell else 0.0
+    except ValueError:
+        raise ValueError(f"column {column!r} is {cell!r}, not 1.0, 0.0, -1.0 or blank") from None
 
 
 def gloria_class(record: dict) -> str | None:
     """The one class of a row GLoRIA's 5x200 selection keeps, else None (view not checked here)."""
-    values = {c: _value(record[c]) for c in TASKS + OTHERS}
+    values = {c: _value(record, c) for c in TASKS + OTHERS}
     positive = [c for c in TASKS if values[c] == 1.0]
     if len(positive) != 1 or any(v != 0.0 for c, v in values.items() if c != positive[0]):
         return None
@@ -89,18 +94,25 @@ def _listed(list_file: Path) -> list[tuple[str, str]]:
     records = read_rows(list_file, "chexpert-5x200", TASKS)
     key = "imgpath" if records and "imgpath" in records[0] else "Path"
     out = []
-    for n, rec in enumerate(records, start=2):
-        positive = [c for c in TASKS if _value(rec[c]) == 1.0]
+    for n, rec in enumerate(records, start=1):
+        try:
+            positive = [c for c in TASKS if _value(rec, c) == 1.0]
+        except ValueError as exc:
+            raise DataError(f"chexpert-5x200: {list_file} row {n}: {exc}") from None
         if len(positive) != 1:
             raise DataError(f"chexpert-5x200: {list_file} row {n}: expected exactly one of {', '.join(TASKS)} = 1")
         out.append((rec[key], positive[0]))
     return out
 
 
-def _selected(records: list[dict], seed: int) -> tuple[list[tuple[str, str]], list[str]]:
+def _selected(records: list[dict], seed: int, labels: Path) -> tuple[list[tuple[str, str]], list[str]]:
     pools: dict[str, list[str]] = {c: [] for c in TASKS}
-    for rec in records:
-        if rec["Frontal/Lateral"] == "Frontal" and (cls := gloria_class(rec)):
+    for row, rec in enumerate(records, start=1):
+        try:
+            cls = gloria_class(rec)
+        except ValueError as exc:
+            raise DataError(f"chexpert-5x200: {labels} row {row}: {exc}") from None
+        if rec["Frontal/Lateral"] == "Frontal" and cls:
             pools[cls].append(rec["Path"])
     chosen, short = [], []
     for cls, pool in pools.items():
@@ -119,7 +131,7 @@ def read(root: Path, out_dir: Path, seed: int, list_file: Path | None):
         chosen, warnings = _listed(list_file), []
     else:
         records = read_rows(labels, "chexpert-5x200", ("Path", "Frontal/Lateral", *TASKS, *OTHERS))
-        chosen, warnings = _selected(records, seed)
+        chosen, warnings = _selected(records, seed, labels)
         if labels.name != LABEL_FILES[0]:
             warnings.insert(0, f"chexpert-5x200: no train.csv; GLoRIA's rule is applied to {labels}'s labels instead")
     patients, rows = _patients(base), []

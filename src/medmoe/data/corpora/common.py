@@ -20,10 +20,12 @@ VAL_FRACTION = TEST_FRACTION = 0.05  # of the groups (reports, patients), where 
 
 @dataclass
 class Collection:
-    """Rows found in a source (``image`` an absolute Path) and the count of each reason a row was skipped."""
+    """Rows found in a source (``image`` an absolute Path), the count of each reason a row was skipped,
+    and one warning line for each part of the source that was left out."""
     dataset: str
     rows: list[dict] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, image: Path | None, report, split: str, modality=None, **extra) -> None:
         """Keep a row, or count it as skipped: no image file, or a report with no letter or digit."""
@@ -76,4 +78,4 @@ def write_manifest(collection: Collection, out: str | Path) -> dict:
     return {"dataset": collection.dataset, "out": str(out), "rows": len(collection.rows),
             "per_split": dict(sorted(Counter(r["split"] for r in collection.rows).items())),
             "per_modality": dict(sorted(Counter(r["modality"] or "unknown" for r in collection.rows).items())),
-            "skipped": dict(sorted(collection.skipped.items()))}
+            "skipped": dict(sorted(collection.skipped.items())), "warnings": list(collection.warnings)}

@@ -28,7 +28,7 @@ The CSVs with Python-list cells (``"['train/patient1/...jpg']"``) are read by po
 scripts read them: file name list, labels, captions list (, report). A row's captions are joined
 into its report. The retina files UniMed-CLIP leaves out (``RETINA_LEFT_OUT``: the ``_revised`` copies of
 01_EYEPACS, 07_LAG and 28_OIA-DDR) are left out here too. Each annotation file is a part: one that is
-missing or malformed is a warning line (``UniMedCollection.warnings``) and the other parts still load; a
+missing or malformed is a warning line (``Collection.warnings``) and the other parts still load; a
 record not of its file's shape is skipped and counted. UniMed is training data without a split: a
 seeded split by image.
 """
@@ -37,7 +37,6 @@ from __future__ import annotations
 import ast
 import json
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import DataError
@@ -55,10 +54,8 @@ RETINA_LEFT_OUT = ("01_EYEPACS_revised.csv", "07_LAG_revised.csv", "28_OIA-DDR_r
 LLAVA_ALIGNMENT, LLAVA_INSTRUCT = "llava_med_alignment_500k_filtered.json", "llava_med_instruct_fig_captions.json"
 
 
-@dataclass
 class UniMedCollection(Collection):
     """The rows of every part that could be read, and a warning for each part left out."""
-    warnings: list[str] = field(default_factory=list)
 
     def part(self, reader, *args) -> None:
         """Run one part's reader; a missing or malformed part (a DataError) becomes a warning."""
