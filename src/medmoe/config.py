@@ -4,7 +4,7 @@ overrides.
 ``load_config("tiny", num_experts=2)`` and ``--set num_experts=2`` on the command line go
 through the same code, so every field below is settable from Python and from the CLI; a field
 declared with ``option`` is also a command-line switch of ``medmoe train`` (``--freeze-text``).
-The design behind the fields is in ``docs/design.md``.
+The design behind the fields is in ``docs/design.md``; the comments below cite its sections (§N).
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MEDCLIP_MEAN, MEDCLIP_STD = 0.5862785803043838, 0.27950088968644304  # MedCLIP's constants.py, on grey x 3 channels
 
 LOCAL_AGGS = ("sum", "mean")  # the local loss's word aggregation: log sum_n exp or log mean_n exp (losses.py)
-ROUTINGS = ("text", "label", "image")  # which router drives dispatch in training (model/gate.py)
-EXPERT_INITS = ("random", "upcycle")  # how the K experts start (model/gate.py)
+ROUTINGS = ("text", "label", "image")  # which router drives dispatch in training (model/gate.py; docs/design.md §3)
+EXPERT_INITS = ("random", "upcycle")  # how the K experts start (model/gate.py; docs/design.md §9)
 
 
 def modality_index(modalities: list[str], name: str | None) -> int:
@@ -37,12 +37,12 @@ def modality_index(modalities: list[str], name: str | None) -> int:
 
 @dataclass
 class MedMoEConfig:
-    # image side (docs/design.md: pyramid, experts, routing)
+    # image side (docs/design.md §1 pyramid, §2 experts, §3 routing, §6 v_g, §9 expert options)
     image_size: int = 224
     colour: str = "gray"  # gray: every image as one grey channel (replicated to 3); rgb: colour images keep R, G, B
     image_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # input normalisation per channel:
     image_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))  # ImageNet's, or MedCLIP's under an init
-    init: str | None = None  # "medclip:PATH": Swin and text weights from a MedCLIP checkpoint (model/init.py)
+    init: str | None = None  # "medclip:PATH": Swin and text weights from a MedCLIP checkpoint (model/init.py, §8)
     swin: dict = field(default_factory=dict)  # transformers.SwinConfig kwargs (the architecture)
     backbone: str | None = None  # hub id or local dir with pretrained Swin weights; None = random init
     embed_dim: int = 768  # shared width D of global and local embeddings
@@ -53,16 +53,16 @@ class MedMoEConfig:
     scales: list[int] = field(default_factory=lambda: [1, 2, 3, 4])  # pyramid levels the experts fuse
     scale_attn_dim: int = 96  # hidden width of each expert's cross-scale attention scorer
     router_hidden: int = 256  # hidden width of W1 in alpha = softmax(W2 ReLU(W1 t))
-    routing: str = "text"  # which router drives dispatch in training: text | label (the oracle) | image
-    shared_expert: bool = False  # an always-on expert beside the routed one, maps added (DeepSeekMoE)
+    routing: str = "text"  # which router drives dispatch in training: text | label (the oracle) | image (§3)
+    shared_expert: bool = False  # an always-on expert beside the routed one, maps added (DeepSeekMoE; §9)
     detach_routers: bool = False  # routers read detached features: the auxiliary loss trains them, not the encoders
     expert_init: str = "random"  # random, or upcycle: one expert until upcycle_step, then copied K times
     upcycle_step: int = 0  # the training step of the upcycling split (sparse upcycling, Komatsuzaki et al.)
-    # v_g from the pooled F4, or "expert": the routed expert's pooled map (the authors' code); the default
+    # v_g from the pooled F4, or "expert": the routed expert's pooled map (docs/design.md §6); the default
     # is measured (benchmarks/RESULTS.md, "MedMoE vs static"): with zero-shot scoring "both" it scores best
     global_source: str = "backbone"
     modalities: list[str] = field(default_factory=lambda: ["xray", "ct", "mri", "ultrasound"])
-    # text side (docs/design.md: text encoder)
+    # text side (docs/design.md §4)
     text_model: str = "emilyalsentzer/Bio_ClinicalBERT"  # hub id, local dir, or "minilm"
     text_pretrained: bool = False  # load text weights from text_model (else: architecture only)
     text: dict = field(default_factory=dict)  # transformers config overrides for the text encoder
@@ -70,14 +70,14 @@ class MedMoEConfig:
     text_last_n_layers: int = 4  # GLoRIA: sum of the last 4 hidden layers
     freeze_text: bool = option(False, "keep the text encoder's weights fixed")
     text_clean: str = "none"  # "gloria": lower-case, ASCII, sentences of >= 3 words (GLoRIA's report cleaning)
-    # losses (docs/design.md: losses; GLoRIA defaults)
+    # losses (docs/design.md §5; GLoRIA defaults)
     temp1: float = 4.0
     temp2: float = 5.0
     temp3: float = 10.0
     local_agg: str = "sum"
     w_global: float = 1.0
     w_local: float = 1.0
-    w_aux: float = 1.0  # lambda in L_total = L_global + L_local + lambda * L_aux (Eq. 4.6)
+    w_aux: float = 1.0  # lambda in L_total = L_global + L_local + lambda * L_aux (Sec. 4.6)
 
     def __post_init__(self):
         hints = _field_types(type(self))

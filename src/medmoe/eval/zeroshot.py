@@ -1,4 +1,4 @@
-"""Zero-shot classification with prompt ensembles, scored within each dataset, else modality (docs/design.md).
+"""Zero-shot classification with prompt ensembles, scored within each dataset, else modality (docs/design.md §7).
 
 A class is scored by its prompts (phrases x templates), in one of three ways (``scoring``):
 

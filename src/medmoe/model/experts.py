@@ -11,7 +11,8 @@ Each expert E_k maps the pyramid F = {F1..F4} to one local map V_k [D, G, G]:
 
 Dispatch (the routing decision itself is ``gate.py``'s): V_local = V_k* (Sec. 4.3). Only the
 selected expert runs for each sample: the batch is grouped by expert. An optional shared expert runs
-on every sample and its map is added to the routed one (DeepSeekMoE's shared experts).
+on every sample and its map is added to the routed one (DeepSeekMoE's shared experts). Design and
+departures from the authors' code: ``docs/design.md`` §2 (and §9 for the shared expert).
 """
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ expert m mod K, the target of the auxiliary loss (Sec. 4.5). And it owns the rou
 
 Each decision comes back as a ``Route``: the chosen experts, the mixing weights of soft dispatch,
 both routers' logits, the auxiliary target and ``stats()`` (load per expert, router entropy,
-router accuracy against the modality label), which the trainer logs.
+router accuracy against the modality label), which the trainer logs. Design and departures from the
+paper and the authors' code: ``docs/design.md`` §3 (routing) and §9 (oracle, detached routers, upcycling).
 """
 from __future__ import annotations
 

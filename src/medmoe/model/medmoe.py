@@ -4,6 +4,8 @@ image -> Swin pyramid F1..F4 -> gate (image router on pooled F4) -> routed exper
        -> pooled V_local (global_source="expert") or pooled F4 ("backbone") -> linear -> v_g [D]
 report -> BERT (sum of last 4 layers, words merged) -> words T [N, D], t_g [D] -> gate (report router)
 
+Each step is explained in ``docs/design.md`` (§1 pyramid, §2 experts, §3 gate, §4 text, §6 v_g).
+
 The gate (``gate.py``) owns both routers, the modality table and the routing policy: in training
 ``config.routing`` picks the router that drives dispatch (the report's, by default); without a
 report (``encode_image``) the image router decides. ``MedMoE.forward`` returns what ``MedMoELoss``
@@ -53,9 +55,9 @@ class TextOutput:
 class ImageEncoder(nn.Module):
     """The image side but its router: backbone, experts (or one static head), global projection.
 
-    The global embedding v_g (the paper leaves its source open; docs/design.md) is the projected mean
-    of the routed expert's local map (``global_source="expert"``, as the authors' code does, so the
-    routing shapes zero-shot, retrieval and probing) or of the final Swin stage F4 (``"backbone"``).
+    The global embedding v_g (the paper leaves its source open; docs/design.md §6) is the projected mean
+    of the routed expert's local map (``global_source="expert"``, so the routing shapes zero-shot,
+    retrieval and probing) or of the final Swin stage F4 (``"backbone"``, the measured default).
     """
 
     def __init__(self, config: MedMoEConfig):
