@@ -1,11 +1,11 @@
-"""``medmoe synth`` and ``medmoe data check | shard | prepare | label-modality``: data in, manifests out."""
+"""``medmoe synth`` and ``medmoe data check | shard | prepare | label-modality | leakage``: data in, manifests out."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError, ManifestError
+from ..errors import ConfigError, DataError, ManifestError
 from .common import add_json, add_out, out_of, write_json
 
 
@@ -124,6 +124,42 @@ def cmd_label_modality(args) -> int:
     return 0
 
 
+LEAKS_SHOWN = 20  # pairs and skipped rows printed; --json holds them all
+
+
+def cmd_leakage(args) -> int:
+    from ..data.leakage import find_leaks
+
+    try:
+        report = find_leaks(args.pretrain, args.against, max_hamming=args.max_hamming, max_distance=args.max_distance,
+                            progress=not args.quiet)
+    except DataError as exc:  # status 2, not the data errors' 1: here 1 means "leaks found"
+        raise ConfigError(str(exc)) from None
+    for warning in report.warnings:
+        print(f"medmoe: warning: {warning}", file=sys.stderr)
+    columns = ("rows", "skipped", "leaked", "exact", "near", "patient", "study")
+    print(f"{'dataset':<24}" + "".join(f"{c:>9}" for c in columns))
+    for name, counts in report.per_dataset.items():
+        print(f"{name:<24}" + "".join(f"{counts[c]:>9}" for c in columns))
+    for p in report.pairs[:LEAKS_SHOWN]:
+        measured = f" (pHash {p.hamming} bits, distance {p.distance})" if p.distance is not None else ""
+        print(f"  {p.dataset}: {p.benchmark} row {p.benchmark_row} ({p.benchmark_image}) ~ {p.pretrain} row "
+              f"{p.pretrain_row} ({p.pretrain_image}): {', '.join(p.kinds)}{measured}")
+    for bad in report.skipped[:LEAKS_SHOWN]:
+        print(f"  skipped {bad['manifest']} row {bad['row']}: {bad['reason']}")
+    hidden = max(len(report.pairs) - LEAKS_SHOWN, 0) + max(len(report.skipped) - LEAKS_SHOWN, 0)
+    if hidden:
+        print(f"  ... {hidden} more lines" + (f" in {args.json}" if args.json else " (--json FILE lists them all)"))
+    checked = report.checked
+    print(f"{checked['benchmark_images']} benchmark x {checked['pretrain_images']} pretraining images "
+          f"({checked['hashed']} hashed, {checked['cached']} from the caches): the pHash index proposed "
+          f"{checked['pairs_proposed']} comparisons, {checked['pairs_compared']} pairs within {args.max_hamming} bits "
+          f"compared on their DCT coefficients")
+    write_json(args.json, report.to_dict())
+    print(report.verdict)
+    return 1 if report.leaked else 0
+
+
 def _prepare_epilog() -> str:
     from ..data.prepare import dataset_layouts
 
@@ -159,6 +195,28 @@ def _label_modality_parser(sub, name: str, help: str) -> None:
     p.set_defaults(func=cmd_label_modality)
 
 
+def _leakage_parser(sub) -> None:
+    from ..data.leakage import MAX_DISTANCE, MAX_HAMMING
+
+    p = sub.add_parser("leakage", help="find the pretraining rows that hold a benchmark row's image or patient",
+                       description="Find the rows of the PRETRAIN manifests that are the same image as a row of the "
+                       "--against manifests (the same decoded pixels, or a resized, re-encoded, 8/16-bit or "
+                       "DICOM-exported copy: pHash candidates from a multi-index hash, confirmed on low-frequency DCT "
+                       "coefficients) or share its patient/subject_id or study_id within one dataset. Hashes are "
+                       "cached beside each manifest (MANIFEST.leakage.npz). Exit status: 0 clean, 1 leaks found, "
+                       "2 the check could not run.")
+    p.add_argument("pretrain", nargs="+", metavar="PRETRAIN", help="pretraining manifests (JSONL or CSV)")
+    p.add_argument("--against", nargs="+", required=True, metavar="BENCH", help="benchmark manifests; counts are "
+                   "per 'dataset' column value, else per manifest file name")
+    p.add_argument("--max-hamming", type=int, default=MAX_HAMMING, metavar="BITS",
+                   help=f"pHash bits (of 64) within which images are compared (default: {MAX_HAMMING})")
+    p.add_argument("--max-distance", type=float, default=MAX_DISTANCE, metavar="D",
+                   help=f"distance of the DCT descriptors of a near duplicate (default: {MAX_DISTANCE})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_json(p, "write the report (verdict, per_dataset, pairs, skipped, checked) as JSON")
+    p.set_defaults(func=cmd_leakage)
+
+
 def register(sub) -> None:
     p = sub.add_parser("synth", help="generate the built-in MedSynth dataset",
                        description="Write MedSynth images (PNG), finding masks and manifest.jsonl to --out.")
@@ -174,8 +232,9 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("data", help="check, shard, prepare and label manifests",
-                       description="Check, shard, prepare and label manifests.")
+    p = sub.add_parser("data", help="check, shard, prepare and label manifests; check them for leakage",
+                       description="Check, shard, prepare and label manifests; find benchmark images in "
+                       "pretraining data.")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     q = data_sub.add_parser("check", help="read every row and image of a manifest and summarise",
                             description="Read every row of MANIFEST (decoding each image) and print rows, usable "
@@ -208,6 +267,7 @@ def register(sub) -> None:
     q.add_argument("--slice", type=int, metavar="N", help="mrnet-*: the slice index (default: each exam's middle slice)")
     add_json(q, "also write the summary as JSON")
     q.set_defaults(func=cmd_prepare)
+    _leakage_parser(data_sub)
     _label_modality_parser(data_sub, "label-modality", "fill missing modality labels of a manifest from its reports "
                            "(and images)")
     _label_modality_parser(sub, "label-modality", "deprecated: medmoe data label-modality")
