@@ -28,6 +28,7 @@ MEDCLIP_MEAN, MEDCLIP_STD = 0.5862785803043838, 0.27950088968644304  # MedCLIP's
 LOCAL_AGGS = ("sum", "mean")  # the local loss's word aggregation: log sum_n exp or log mean_n exp (losses.py)
 ROUTINGS = ("text", "label", "image")  # which router drives dispatch in training (model/gate.py; docs/design.md §3)
 EXPERT_INITS = ("random", "upcycle")  # how the K experts start (model/gate.py; docs/design.md §9)
+HEAD_FEATURES = ("global", "local")  # what a fine-tuned classification head reads (model/medmoe.py)
 
 
 def modality_index(modalities: list[str], name: str | None) -> int:
@@ -78,6 +79,10 @@ class MedMoEConfig:
     w_global: float = 1.0
     w_local: float = 1.0
     w_aux: float = 1.0  # lambda in L_total = L_global + L_local + lambda * L_aux (Sec. 4.6)
+    # a classification head on the image side, trained by `medmoe finetune` on a user's labels (none when empty)
+    head_classes: list[str] = field(default_factory=list)
+    head_multi_label: bool = False  # one sigmoid per class (several labels per image) instead of a softmax
+    head_features: str = "global"  # what the head reads: v_g ("global") or the routed expert's pooled map ("local")
 
     def __post_init__(self):
         hints = _field_types(type(self))
@@ -88,6 +93,8 @@ class MedMoEConfig:
             raise ConfigError(f"routing must be one of {', '.join(ROUTINGS)} (got {self.routing!r})")
         if self.expert_init not in EXPERT_INITS:
             raise ConfigError(f"expert_init must be one of {', '.join(EXPERT_INITS)} (got {self.expert_init!r})")
+        if self.head_features not in HEAD_FEATURES:
+            raise ConfigError(f"head_features must be one of {', '.join(HEAD_FEATURES)} (got {self.head_features!r})")
         if self.upcycle_step < 0:
             raise ConfigError(f"upcycle_step must be >= 0 (got {self.upcycle_step})")
         if self.global_source not in ("expert", "backbone"):

@@ -19,11 +19,16 @@ def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="MODEL", help=MODEL_HELP)
 
 
+def add_compile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone and the text encoder "
+                   "(faster after a slow first call; eager with a warning where it cannot run)")
+
+
 def load_model(args):
-    """The model ``--model`` names (``medmoe.load``)."""
+    """The model ``--model`` names (``medmoe.load``), compiled with ``--compile``."""
     from ..model.medmoe import load
 
-    return load(args.model)
+    return load(args.model, compile=getattr(args, "compile", False))
 
 
 def add_out(p: argparse.ArgumentParser, metavar: str, help: str, legacy_positional: bool = False) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import variant_of
 from ..eval import DEFAULT_ENSEMBLE, DEFAULT_SCORING, ENSEMBLES, SCORINGS
-from .common import add_json, add_model, add_out, load_model, write_json, write_text
+from .common import add_compile, add_json, add_model, add_out, load_model, write_json, write_text
 
 
 def cmd_eval(args) -> int:
@@ -75,6 +75,7 @@ def register(sub) -> None:
     p.add_argument("--prompts", metavar="FILE", help="zero-shot prompts JSON (default: MedSynth's)")
     _add_scoring(p)
     add_json(p, "write the results as JSON")
+    add_compile(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
@@ -96,6 +97,7 @@ def register(sub) -> None:
     _add_scoring(p)
     add_json(p, "write zeroshot, linear_probe and skipped as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the two tables as Markdown")
+    add_compile(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_benchmark)
 

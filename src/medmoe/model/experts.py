@@ -65,7 +65,10 @@ class Expert(nn.Module):
         if self.scale_scorer is None:
             return maps[0]
         beta = self.scale_weights(maps)
-        return sum(beta[:, l : l + 1] * m for l, m in enumerate(maps))
+        fused = maps[0] * beta[:, :1]
+        for l in range(1, len(maps)):  # accumulated in place: no [B, D, G, G] temporary per scale
+            fused.addcmul_(maps[l], beta[:, l : l + 1])
+        return fused
 
     def forward(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
         return run_experts([self], [pyramid])[0]

@@ -102,7 +102,8 @@ class Gate(nn.Module):
         self.policy, self.soft, self.detach = config.routing, config.dispatch == "soft", config.detach_routers
         self.image_router, self.text_router = image_router, text_router
         # an upcycled model routes to all K experts; before its split, to expert 0 only (saved with the model)
-        self.register_buffer("upcycled", torch.tensor(config.expert_init != "upcycle"))
+        self.upcycling = config.expert_init == "upcycle"
+        self.register_buffer("upcycled", torch.tensor(not self.upcycling))
 
     def modality_index(self, names: list[str | None]) -> Tensor:
         """Modality names -> indices into ``config.modalities`` (-1 for unknown or missing)."""
@@ -133,7 +134,7 @@ class Gate(nn.Module):
                 raise ValueError("routing='label' needs modality labels")
             expert = torch.where(target >= 0, target, expert)  # unknown modality: the report decides
             probs = F.one_hot(expert, self.num_experts).to(probs.dtype)
-        if not self.upcycled:
-            expert = torch.zeros_like(expert)
-            probs = F.one_hot(expert, self.num_experts).to(probs.dtype)
+        if self.upcycling:  # before the split, expert 0 (no branch on the flag's value: it traces and compiles)
+            expert = torch.where(self.upcycled, expert, torch.zeros_like(expert))
+            probs = torch.where(self.upcycled, probs, F.one_hot(expert, self.num_experts).to(probs.dtype))
         return Route(expert, probs if self.soft else None, image_logits, text_logits, target)

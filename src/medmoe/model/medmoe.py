@@ -128,6 +128,7 @@ class MedMoE(nn.Module):
         image_router = Router.of(config, self.image.backbone.channels[-1]) if config.moe else None
         self.text = TextEncoder(built, tokenizer and str(tokenizer))
         self.gate = Gate(config, image_router, Router.of(config, config.embed_dim)) if config.moe else None
+        self.head = nn.Linear(config.embed_dim, len(config.head_classes)) if config.head_classes else None
         if config.init:  # the init's weights replace the backbone's and the text encoder's
             from .init import load_init
 
@@ -165,10 +166,21 @@ class MedMoE(nn.Module):
         return {"image_global": image.global_emb, "text_global": text[0], "regions": image.local_map,
                 "words": text[1], "lengths": text[2], "route": route}
 
+    def head_logits(self, image: ImageOutput) -> torch.Tensor:
+        """The classification head's logits [B, C] (``config.head_classes``) of ``encode_image``'s output:
+        on v_g (``head_features="global"``) or on the routed expert's pooled local map (``"local"``)."""
+        if self.head is None:
+            raise ValueError("this model has no classification head (train one with `medmoe finetune`)")
+        local = self.config.head_features == "local"
+        return self.head(image.local_map.mean(dim=(2, 3)) if local else image.global_emb)
+
     def towers(self) -> tuple[list[nn.Module], list[nn.Module]]:
-        """The image tower (image encoder, image router) and the text tower (text encoder, report router)."""
-        image_router, text_router = (self.gate.image_router, self.gate.text_router) if self.gate else (None, None)
-        return [m for m in (self.image, image_router) if m], [m for m in (self.text, text_router) if m]
+        """The image tower (image encoder, image router, classification head) and the text tower (text encoder,
+        report router)."""
+        image_router, text_router = (self.gate.image_router, self.gate.text_router) if self.gate is not None \
+            else (None, None)
+        return ([m for m in (self.image, image_router, self.head) if m is not None],
+                [m for m in (self.text, text_router) if m is not None])
 
     @torch.no_grad()
     def upcycle(self) -> None:
@@ -251,12 +263,18 @@ def create_model(preset: str = "tiny", **overrides) -> MedMoE:
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def load(name_or_path: str | os.PathLike, map_location: str = "cpu") -> MedMoE:
+def load(name_or_path: str | os.PathLike, map_location: str = "cpu", compile: bool = False) -> MedMoE:
     """A model folder, a training run (its newest checkpoint) or a Hugging Face Hub id ``org/name``
-    (downloaded once into the Hub cache, then read from there; offline with ``HF_HUB_OFFLINE=1``)."""
+    (downloaded once into the Hub cache, then read from there; offline with ``HF_HUB_OFFLINE=1``).
+    ``compile``: ``torch.compile`` its backbone and text encoder (``model/compile.py``)."""
     path = Path(name_or_path)
     if not path.exists() and HUB_ID.match(str(name_or_path)):
         from ..hub import download
 
         path = download(str(name_or_path))
-    return MedMoE.from_pretrained(path, map_location=map_location)
+    model = MedMoE.from_pretrained(path, map_location=map_location)
+    if compile:
+        from .compile import compile_model
+
+        compile_model(model)
+    return model

@@ -52,6 +52,8 @@ class TrainArgs:
                           "epoch", choices=("none", "modality"))
     aux_class_weight: bool = option(False, "weight the auxiliary loss by the inverse modality frequency of the "
                                     "training data")
+    compile: bool = option(False, "torch.compile the backbone and the text encoder (faster after a slow first "
+                           "step; eager with a warning where it cannot run)")
     recipe: str = "default"  # the recipe these settings came from (medmoe/recipes/NAME.json)
 
     def __post_init__(self):

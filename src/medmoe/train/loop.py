@@ -212,6 +212,10 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
 
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = (resumed_model or MedMoE(config)).to(proc.device).train()
+    if args.compile:
+        from ..model.compile import compile_model
+
+        compile_model(model)
     # tower by tower: the order of the gradient norm's float sum (a seed gives the same run as it always has)
     params = [p for tower in model.towers() for part in tower for p in part.parameters() if p.requires_grad]
     optimizer = build_optimizer(model, args)
