@@ -88,10 +88,13 @@ def _variant(base: float, routing: bool) -> dict:
     return result
 
 
-def _log(path, offset):
+def _log(path, offset, routed=False):
+    route = {"route_load": [0.25] * 4, "route_entropy_image": 1.2, "route_entropy_text": 0.9,
+             "route_accuracy_image": 0.8, "route_accuracy_text": 0.95} if routed else {}
     lines = [{"step": s, "split": "train", "global": 5 - s / 100 + offset, "local": 8.0, "aux": 2.0,
-              "total": 15 - s / 50} for s in range(10, 210, 10)]
-    lines.append({"step": 200, "split": "val", "n": 285, "chance_r1": 0.0035, "i2t_r1": 0.014, "t2i_r1": 0.02})
+              "total": 15 - s / 50, **route} for s in range(10, 210, 10)]
+    lines += [{"step": step, "split": "val", "n": 285, "chance_r1": 0.0035, "i2t_r1": 0.014, "t2i_r1": 0.02,
+               "zeroshot_acc": 0.3 + step / 1000} for step in (100, 200)]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     return path
 
@@ -102,7 +105,7 @@ def _row(report: str, first_cell: str) -> str:
 
 def test_write_report(tmp_path):
     results = {"medmoe": _variant(0.6, routing=True), "static": _variant(0.5, routing=False)}
-    logs = {"medmoe": _log(tmp_path / "m.jsonl", 0.0), "static": _log(tmp_path / "s.jsonl", 0.3)}
+    logs = {"medmoe": _log(tmp_path / "m.jsonl", 0.0, routed=True), "static": _log(tmp_path / "s.jsonl", 0.3)}
     attention_png = tmp_path / "figs" / "attn_0.png"
     explain_figure(np.zeros((32, 32)), ["effusion"], np.full((1, 4, 4), 1 / 16), attention_png, expert=0)
 
@@ -120,7 +123,8 @@ def test_write_report(tmp_path):
     assert "0.980" in _row(report, "medmoe") and "| static | 0 | - |" in report
     assert "| medmoe | image | 1.000 | 0.986 | 1.000 | 1.000 |" in report  # each modality's routing accuracy
     assert "figure not found" in report
-    for name in ("loss_curves.png", "routing_confusion.png", "attn_0.png"):
+    for name in ("loss_curves.png", "learning_curves.png", "routing_training.png", "routing_confusion.png",
+                 "attn_0.png"):
         assert f"]({name})" in report
         with Image.open(path.parent / name) as png:
             assert png.size[0] > 100

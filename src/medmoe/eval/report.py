@@ -226,6 +226,33 @@ def plot_loss_curves(logs: dict[str, str | Path], out: Path) -> Path | None:
     return out
 
 
+CURVES = {"zeroshot_acc": "zero-shot accuracy", "i2t_r1": "image-to-text R@1", "t2i_r1": "text-to-image R@1",
+          "routing_acc_image": "image router accuracy"}
+
+
+def plot_learning_curves(logs: dict[str, str | Path], out: Path) -> Path | None:
+    """The held-out scores logged at each evaluation while training vs step, one line per variant; None
+    unless some run carries at least two evaluations."""
+    from matplotlib.figure import Figure
+
+    val = {v: [r for r in _read_log(p) if r.get("split") == "val" and "step" in r] for v, p in logs.items()}
+    if max((len(rows) for rows in val.values()), default=0) < 2:
+        return None
+    fig = Figure(figsize=(13, 3.6))
+    for ax, (key, title) in zip(fig.subplots(1, len(CURVES)), CURVES.items()):
+        for colour, (variant, rows) in enumerate(val.items()):
+            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", color=f"C{colour}", label=variant)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        if ax.has_data():
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return out
+
+
 def plot_routing_stats(logs: dict[str, str | Path], out: Path) -> Path | None:
     """The gate's statistics logged while training (``route_*`` in metrics.jsonl) vs step: each expert's
     load, each router's entropy and its accuracy against the modality label. None without any."""
@@ -366,8 +393,8 @@ def _log_summary(logs: dict[str, str | Path]) -> list[str]:
 
 def write_report(out_dir, results: dict[str, dict], logs: dict[str, str | Path],
                  figures: list[str | Path] = (), notes: str = "") -> Path:
-    """Write ``out_dir/report.md`` (plus loss_curves.png, routing_confusion.png, routing_training.png);
-    returns its path."""
+    """Write ``out_dir/report.md`` (plus loss_curves.png, learning_curves.png, routing_confusion.png,
+    routing_training.png); returns its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["# MedMoE evaluation report", "", _what_was_run(results), ""]
@@ -393,6 +420,9 @@ def write_report(out_dir, results: dict[str, dict], logs: dict[str, str | Path],
     if plot_loss_curves(logs, out_dir / "loss_curves.png"):
         lines += ["![Training losses](loss_curves.png)", "",
                   f"Train losses vs step: thin lines raw, thick lines a running mean over {SMOOTH} logged points.", ""]
+    if plot_learning_curves(logs, out_dir / "learning_curves.png"):
+        lines += ["![Learning curves](learning_curves.png)", "",
+                  "Held-out scores at each evaluation while training (the val split), one line per variant.", ""]
     if plot_routing_stats(logs, out_dir / "routing_training.png"):
         lines += ["![Routing while training](routing_training.png)", "",
                   "The gate while training, averaged over the steps between logged lines: each expert's share of "
