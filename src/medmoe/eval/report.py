@@ -239,15 +239,22 @@ def plot_learning_curves(logs: dict[str, str | Path], out: Path) -> Path | None:
     if max((len(rows) for rows in val.values()), default=0) < 2:
         return None
     fig = Figure(figsize=(13, 3.6))
-    for ax, (key, title) in zip(fig.subplots(1, len(CURVES)), CURVES.items()):
+    axes = fig.subplots(1, len(CURVES))
+    for ax, key in zip(axes, CURVES):
         for colour, (variant, rows) in enumerate(val.items()):
             points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
             if points:
                 ax.plot(*zip(*points), marker="o", color=f"C{colour}", label=variant)
+    return _save_vs_step(fig, zip(axes, CURVES.values()), out)
+
+
+def _save_vs_step(fig, titled_axes, out: Path, legend_size: int = 8) -> Path:
+    """Title each axis (x: step, a legend when it has data) and save the figure to ``out``."""
+    for ax, title in titled_axes:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         if ax.has_data():
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     return out
@@ -275,15 +282,8 @@ def plot_routing_stats(logs: dict[str, str | Path], out: Path) -> Path | None:
                 points = [(r["step"], r[f"{key}_{side}"]) for r in rows if f"{key}_{side}" in r]
                 if points:
                     ax.plot(*zip(*points), color=f"C{colour}", linestyle=style, label=f"{variant}: {side} router")
-    for ax, title in ((load_ax, "share of samples per expert"), (entropy_ax, "router entropy (nats)"),
-                      (accuracy_ax, "router accuracy vs modality label")):
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step")
-        if ax.has_data():
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    return out
+    return _save_vs_step(fig, ((load_ax, "share of samples per expert"), (entropy_ax, "router entropy (nats)"),
+                               (accuracy_ax, "router accuracy vs modality label")), out, legend_size=7)
 
 
 def _confusion_panel(ax, matrix: np.ndarray, modalities: list[str], title: str) -> None:
