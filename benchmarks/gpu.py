@@ -79,6 +79,8 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     parser.add_argument("--tokenizer", help="tokenizer folder (default: the offline MiniLM package's)")
+    parser.add_argument("--compile", action="store_true", help="then compile the backbone and text encoder "
+                        "(medmoe.model.compile) and measure the training step and encode_image again")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--save-tokenizer", metavar="DIR", help="only copy the MiniLM tokenizer to DIR (to carry it "
                         "to a machine without the package) and exit")
@@ -145,6 +147,18 @@ def main():
             model.encode_image(infer_images)
 
     result |= measure("encode_image", encode, args.infer_batch, device, args)
+    if args.compile:  # the same steps with the backbone and text encoder compiled, in the same precision
+        from medmoe.model.compile import compile_model
+
+        model.train()
+        compile_model(model)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        result |= measure("train_medmoe_compiled", medmoe_step, args.batch, device, args)
+        model.eval()
+        result |= measure("encode_image_compiled", encode, args.infer_batch, device, args)
+        for name in ("train_medmoe", "encode_image"):
+            result[f"{name}_compile_speedup"] = round(result[f"{name}_compiled_images_per_s"]
+                                                      / result[f"{name}_images_per_s"], 3)
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

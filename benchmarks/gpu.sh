@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks for a lent H100/H200: paper preset, bf16 -> training images/s of MedMoE and of a
-# Swin-T global-loss-only model, encode_image images/s, peak memory. Installs nothing from the network.
+# Swin-T global-loss-only model, encode_image images/s, peak memory, then the same with the backbone and
+# text encoder compiled (torch.compile, bf16): the compiled speed-ups. Installs nothing from the network.
 #
 #   here, once:   bash benchmarks/gpu.sh --prepare      (copies the tokenizer to .gpu/, which `run` carries)
 #   GPU machine:  bash benchmarks/gpu.sh                (JSON to $OUT/gpu.json, log to $OUT/gpu.log)
@@ -18,4 +19,4 @@ OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 TOKENIZER=()
 if [ -d .gpu/tokenizer ]; then TOKENIZER=(--tokenizer .gpu/tokenizer); fi
-PYTHONUNBUFFERED=1 timeout 450 "$PY" benchmarks/gpu.py "${TOKENIZER[@]}" --out "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/gpu.log"
+PYTHONUNBUFFERED=1 timeout 450 "$PY" benchmarks/gpu.py "${TOKENIZER[@]}" --compile --out "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/gpu.log"
