@@ -133,3 +133,32 @@ def test_global_embedding_comes_from_the_routed_expert_or_the_backbone(source):
     if source == "expert":  # v_g is the projected mean of the routed map
         torch.testing.assert_close(a.global_emb, model.image.global_proj(a.local_map.mean(dim=(2, 3))))
     torch.testing.assert_close(routed.global_emb, ref)  # grouped dispatch = all experts, then select
+
+
+def test_channels_last_maps_and_in_place_fusion_match_the_plain_formula_with_gradients():
+    """The expert on channels-last maps with the scales fused in place (what runs) against the plain
+    formula head(sum_l beta_l * F_l) on contiguous maps: same outputs and gradients to 1e-5."""
+    torch.manual_seed(0)
+    expert = Expert([8, 16, 32, 64], dim=12, grid=8, attn_dim=6).train()
+    pyramid = [torch.randn(3, c, 8 // 2**i, 8 // 2**i) for i, c in enumerate([8, 16, 32, 64])]
+    weight = torch.randn(3, 12, 8, 8)
+
+    def run(maps, plain):
+        expert.zero_grad()
+        inputs = [m.clone().requires_grad_() for m in maps]
+        if plain:
+            scales = expert.scale_maps(inputs)
+            beta = expert.scale_weights(scales)
+            out = expert.head(sum(beta[:, l : l + 1] * m for l, m in enumerate(scales)))
+        else:
+            out = expert(inputs)
+        (out * weight).sum().backward()
+        return out, [x.grad for x in inputs] + [p.grad for p in expert.parameters()]
+
+    fast, fast_grads = run([m.contiguous(memory_format=torch.channels_last) for m in pyramid], plain=False)
+    ref, ref_grads = run(pyramid, plain=True)
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    for a, b in zip(fast_grads, ref_grads):
+        if b is not None:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
