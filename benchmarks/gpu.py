@@ -79,8 +79,9 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     parser.add_argument("--tokenizer", help="tokenizer folder (default: the offline MiniLM package's)")
-    parser.add_argument("--compile", action="store_true", help="then compile the backbone and text encoder "
-                        "(medmoe.model.compile) and measure the training step and encode_image again")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                        help="then compile the backbone and text encoder (medmoe.model.compile) and measure the "
+                        "training step and encode_image again (gpu.sh passes it; --no-compile after it turns it off)")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--save-tokenizer", metavar="DIR", help="only copy the MiniLM tokenizer to DIR (to carry it "
                         "to a machine without the package) and exit")

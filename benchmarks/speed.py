@@ -8,10 +8,12 @@ two things measured in one interleaved run (issue 18):
   against Swin-T + BERT trained with the global loss only (goal: at least 0.5 x its speed);
 - ``zeroshot``: scoring every prompt of the shipped RSNA prompt file (317) with the default scoring
   against encoding the same images (goal: at most 0.5 x the encoding);
+- ``bf16`` (``--parts bf16``): one training step under bf16 autocast on CPU (``--precision bf16``) against
+  float32: the speed-up and the error of the losses and the gradient;
 - ``--compile``: ``encode_image`` with the backbone and text encoder compiled (``model/compile.py``) against eager;
 - ``--memory``: the peak resident memory of one training step at batch 32 (a fresh process each).
 
-    PYTHONPATH=src python benchmarks/speed.py [--parts image train zeroshot] [--repeats 3] [--compile] [--memory]
+    PYTHONPATH=src python benchmarks/speed.py [--parts image train zeroshot bf16] [--repeats 3] [--compile] [--memory]
 
 Random-init weights (speed does not depend on them); the text side is BERT-base (Bio_ClinicalBERT's
 architecture) with the offline MiniLM tokenizer's vocabulary, so nothing is downloaded. Prints JSON lines.
@@ -115,6 +117,32 @@ def train_part(model, args) -> dict:
             "medmoe_speed_vs_global_only": round(seconds["global_only"] / seconds["medmoe"], 3)}
 
 
+def bf16_part(model, args) -> dict:
+    """One training step in float32 and under bf16 autocast on CPU (``--precision bf16``): the time ratio,
+    each loss's relative error and the gradient's (relative L2 over all parameters, and the cosine)."""
+    from medmoe.train.loop import autocast_for
+
+    model.train()
+    batch = train_batch(model, args.train_batch)
+    criterion = MedMoELoss.from_config(model.config)
+    results = {}
+
+    def step(precision: str):
+        model.zero_grad(set_to_none=True)
+        losses, _ = forward_backward(model, criterion, [batch], torch.device("cpu"),
+                                     autocast_for(torch.device("cpu"), precision), seed=0)
+        grad = torch.cat([p.grad.flatten().double() for p in model.parameters() if p.grad is not None])
+        results[precision] = ({k: float(v) for k, v in losses.items()}, grad)
+
+    seconds = interleaved({"fp32": lambda: step("fp32"), "bf16": lambda: step("bf16")}, args.repeats)
+    (exact, g32), (low, g16) = results["fp32"], results["bf16"]
+    return {"part": "bf16", "batch": args.train_batch, "fp32_s": round(seconds["fp32"], 3),
+            "bf16_s": round(seconds["bf16"], 3), "bf16_speedup": round(seconds["fp32"] / seconds["bf16"], 3),
+            **{f"{k}_loss_rel_error": round(abs(low[k] - v) / max(abs(v), 1e-12), 5) for k, v in exact.items()},
+            "grad_rel_l2_error": round(float((g16 - g32).norm() / g32.norm()), 5),
+            "grad_cosine": round(float(torch.nn.functional.cosine_similarity(g16, g32, dim=0)), 5)}
+
+
 def zeroshot_part(model, args) -> dict:
     from medmoe.eval.zeroshot import class_scores, embed_prompts, load_prompts
     from importlib import resources
@@ -166,7 +194,7 @@ def memory_step(batch_size: int) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["image", "train", "zeroshot"],
-                        choices=["image", "train", "zeroshot"])
+                        choices=["image", "train", "zeroshot", "bf16"])
     parser.add_argument("--batch", type=int, default=8, help="images per encode_image call")
     parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--zeroshot-batch", type=int, default=16)
@@ -182,8 +210,8 @@ def main():
     model = paper_model()
     print(json.dumps({"torch": torch.__version__, "threads": args.threads, "device": "cpu"}), flush=True)
     for part in args.parts:
-        print(json.dumps({"image": image_part, "train": train_part, "zeroshot": zeroshot_part}[part](model, args)),
-              flush=True)
+        parts = {"image": image_part, "train": train_part, "zeroshot": zeroshot_part, "bf16": bf16_part}
+        print(json.dumps(parts[part](model, args)), flush=True)
     if args.compile:
         print(json.dumps(compile_part(model, args)), flush=True)
     if args.memory:

@@ -216,6 +216,7 @@ def test_page_in_a_headless_browser(tiny, server, browser, small_mr, dicom, tmp_
     assert expected["size"] == [64, 64] and expected["report_expert"] != expected["expert"], \
         "MR_small with REPORT no longer exercises disagreeing routers: pick another report"
     probabilities = expected["probabilities"]
+    assert browser.find_element(By.ID, "probability-source").text == "Probabilities from prompts (zero-shot)."
     assert browser.find_element(By.ID, "top-class").text == max(probabilities, key=probabilities.get)
     assert_bars_drawn(browser, "bars", most_probable_first(probabilities))
     assert_bars_drawn(browser, "router", {f"expert {r['expert']}": r["probability"] for r in expected["router"]})
@@ -242,3 +243,54 @@ def test_page_in_a_headless_browser(tiny, server, browser, small_mr, dicom, tmp_
     assert submit(browser, large) == ""
     assert not attention.is_displayed() and browser.find_element(By.ID, "report-routing").text == ""
     assert box(browser, image)["width"] < 2000 and image.value_of_css_property("image-rendering") == "auto"
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny):
+    """``tiny`` with a random head over three classes (what ``medmoe finetune`` leaves, untrained)."""
+    import copy
+
+    import torch
+
+    from medmoe.train.finetune import attach_head
+
+    model = attach_head(copy.deepcopy(tiny), ["effusion", "nodule", "normal"], False, "global")
+    with torch.no_grad():
+        model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=torch.Generator().manual_seed(2)))
+    return model
+
+
+def test_a_fine_tuned_model_needs_no_class_names(tiny, tuned, dicom):
+    from medmoe.classify import HeadClassifier
+
+    data = open(dicom, "rb").read()
+    result = analyse(tuned, data, "CT_small.dcm", [""])
+    expected = HeadClassifier(tuned)([dicom])
+    assert result["probability_source"] == "head" and not result["multi_label"]
+    assert list(result["probabilities"]) == ["effusion", "nodule", "normal"]
+    assert list(result["probabilities"].values()) == pytest.approx(expected.probabilities[0].tolist(), abs=1e-6)
+    typed = analyse(tuned, data, "CT_small.dcm", CLASSES)  # class names typed: zero-shot from their prompts
+    assert typed["probability_source"] == "prompts" and list(typed["probabilities"]) == CLASSES
+    assert analyse(tiny, data, "CT_small.dcm", CLASSES)["probability_source"] == "prompts"
+
+
+@pytest.mark.slow
+def test_page_says_where_the_probabilities_come_from(tiny, tuned, browser, dicom):
+    from selenium.webdriver.common.by import By
+
+    for model, classes, says in ((tuned, "", "Probabilities from the trained head (fine-tuned on 3 classes)."),
+                                 (tiny, ", ".join(CLASSES), "Probabilities from prompts (zero-shot).")):
+        app = AppServer(model, "127.0.0.1", 0)
+        thread = threading.Thread(target=app.serve_forever, daemon=True)
+        thread.start()
+        try:
+            browser.get(f"http://127.0.0.1:{app.server_address[1]}/")
+            browser.find_element(By.ID, "classes").send_keys(classes)
+            assert submit(browser, dicom) == ""
+            assert browser.find_element(By.ID, "probability-source").text == says
+            expected = analyse(model, open(dicom, "rb").read(), "CT_small.dcm", classes.split(","))
+            assert_bars_drawn(browser, "bars", most_probable_first(expected["probabilities"]))
+        finally:
+            app.shutdown()
+            app.server_close()
+            thread.join(timeout=60)

@@ -72,3 +72,96 @@ def test_benchmark_end_to_end_on_every_dataset(tmp_path, tiny_folder, capsys):
     assert "Skipped: thyroid-us (no folder" in printed.out and "breast-us: reusing" in printed.err
     result = json.loads(out.read_text())
     assert set(result["skipped"]) == {"thyroid-us"} and set(result["zeroshot"]) == {"breast-us"}
+
+
+def test_the_fine_tuning_table_is_ours_beside_the_probe():
+    result = {"scoring": "both", "ensemble": "mean", "seeds": [0, 1], "skipped": {"breast-us": "no folder x"},
+              "datasets": {"rsna-pneumonia": "m", "chexpert-5x200": "m"},
+              "zeroshot": {"rsna-pneumonia": {"accuracy": 0.5}},
+              "linear_probe": {"rsna-pneumonia": {"1.0": {"accuracy_mean": 0.8, "accuracy_sd": 0.01}}},
+              "finetune_mode": "lora", "finetune_skipped": {"chexpert-5x200": "class 'x' has no training row"},
+              "finetune": {"rsna-pneumonia": {"accuracy_mean": 0.85, "accuracy_sd": 0.02, "macro_auc_mean": 0.9,
+                                              "macro_auc_sd": 0.005}}}
+    text = tables(result)
+    assert "Table F (ours; the paper has no fine-tuning table): medmoe finetune --mode lora" in text
+    assert _row(text, "fine-tuned (lora), accuracy %")[1:] == ["-", "85.00 ± 2.00", "skipped", "85.00"]
+    assert _row(text, "linear probe 100 %, accuracy %")[1:] == ["-", "80.00 ± 1.00", "skipped", "80.00"]
+    assert _row(text, "fine-tuned (lora), macro AUC")[1:] == ["-", "0.900 ± 0.005", "skipped", "0.900"]
+    assert "Not fine-tuned: chexpert-5x200 (class 'x' has no training row)" in text
+    del result["finetune"], result["finetune_mode"]
+    assert "Table F" not in tables(result)  # only with --finetune
+
+
+@pytest.mark.slow
+def test_benchmark_with_fine_tuning(tmp_path, tiny_folder, capsys):
+    write_busi(tmp_path / "root" / "breast-us")
+    out = tmp_path / "out.json"
+    assert main(["benchmark", "--model", str(tiny_folder), "--root", str(tmp_path / "root"), "--datasets", "breast-us",
+                 "--seeds", "0", "1", "--finetune", "linear", "--json", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "Table F (ours" in printed and _row(printed, "fine-tuned (linear), accuracy %")[1] != "-"
+    tuned = json.loads(out.read_text())["finetune"]["breast-us"]
+    assert tuned["mode"] == "linear" and len(tuned["best_epoch"]) == 2 and 0 <= tuned["accuracy_mean"] <= 1
+
+
+def _pretraining(folder, images: dict) -> str:
+    """A pretraining manifest of ``images`` (file name -> array), one report each."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in images.items():
+        Image.fromarray(array).save(folder / name, quality=80)
+    manifest = folder / "pretrain.jsonl"
+    manifest.write_text("".join(json.dumps({"image": n, "report": "An image."}) + "\n" for n in images))
+    return str(manifest)
+
+
+@pytest.mark.slow
+def test_benchmark_leakage_check_marks_a_contaminated_dataset(tmp_path, tiny_folder, capsys):
+    import numpy as np
+    from PIL import Image
+
+    write_busi(tmp_path / "root" / "breast-us")
+    scans = sorted(p for p in (tmp_path / "root").rglob("*).png"))  # not the masks
+    for n, path in enumerate(scans):  # distinct pictures (the fixture's are blank, and blank images are not compared)
+        blocks = np.random.default_rng(n).integers(0, 255, (4, 4))
+        Image.fromarray(np.kron(blocks, np.ones((16, 16))).astype(np.uint8)).save(path)
+    copied = Image.open(scans[4]).resize((48, 48))  # a benchmark image resized, re-encoded and renamed
+    other = np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8)
+    clean = _pretraining(tmp_path / "clean", {"other.png": other})
+    leaky = _pretraining(tmp_path / "leaky", {"other.png": other, "renamed.jpg": np.asarray(copied)})
+    args = ["benchmark", "--model", str(tiny_folder), "--root", str(tmp_path / "root"), "--datasets", "breast-us",
+            "--seeds", "0", "--quiet", "--json", str(tmp_path / "out.json"), "--leakage-check"]
+    assert main([*args, clean]) == 0
+    printed = capsys.readouterr().out
+    assert _row(printed, "")[1:] == ["breast-us", "Avg."] and "†" not in printed
+    assert "Leakage check against" in printed and ": clean: none of 9 benchmark rows" in printed
+    assert main([*args, leaky]) == 0
+    printed = capsys.readouterr().out
+    assert _row(printed, "")[1:] == ["breast-us †", "Avg."] and _row(printed, "labels")[2:] == ["breast-us †", "Avg."]
+    assert "† breast-us: 1 of 9 rows share an image, patient or study with the pretraining data" in printed
+    leakage = json.loads((tmp_path / "out.json").read_text())["leakage"]
+    assert leakage["datasets"] == {"breast-us": {"rows": 9, "leaked": 1}} and leakage["pretrain"] == [leaky]
+
+
+def test_leakage_check_defaults_to_the_manifest_the_run_trained_on(tmp_path, tiny, capsys, monkeypatch):
+    import medmoe.eval.benchmark
+    from medmoe.runs import write_training_data
+
+    run = tmp_path / "run"
+    model = tiny.save_pretrained(run / "checkpoints" / "step-000001" / "model")
+    (run / "train_args.json").write_text("{}")
+    args = ["benchmark", "--model", str(model), "--root", str(tmp_path / "none"), "--quiet", "--leakage-check"]
+    assert main(args) == 2  # a run without data.json (trained before it was written)
+    assert "give the pretraining manifests" in capsys.readouterr().err
+    write_training_data(run, {"data": str(tmp_path / "shards-{000..009}.tar"), "val": None, "shards": True})
+    assert main(args) == 2
+    assert "webdataset shards" in capsys.readouterr().err
+    checked = []
+    monkeypatch.setattr(medmoe.eval.benchmark, "benchmark", lambda *a, leakage, **k: checked.append(leakage) or {
+        "scoring": "both", "ensemble": "mean", "seeds": [0], "datasets": {}, "zeroshot": {}, "linear_probe": {},
+        "skipped": {}})
+    write_training_data(run, {"data": str(tmp_path / "train.jsonl"), "val": None, "shards": False})
+    main(args)
+    main([*args, "a.jsonl", "b.jsonl"])  # given: those
+    assert checked == [[str(tmp_path / "train.jsonl")], ["a.jsonl", "b.jsonl"]]

@@ -107,3 +107,37 @@ def test_classify_command_prompts_file_and_nothing_readable(tiny_folder, files, 
     assert main(["classify", "--model", str(tiny_folder), "--image", files["bad"], "--classes", "a", "b"]) == 1
     captured = capsys.readouterr()
     assert "cannot be classified" in captured.out and captured.err.startswith("medmoe: error: none of the 1 images")
+
+
+def with_head(model, classes, multi_label=False, features="global"):
+    """A copy of ``model`` with a random head over ``classes`` (what ``medmoe finetune`` leaves, untrained)."""
+    import copy
+
+    from medmoe.train.finetune import attach_head
+
+    tuned = attach_head(copy.deepcopy(model), classes, multi_label, features)
+    with torch.no_grad():
+        tuned.head.weight.copy_(torch.randn(tuned.head.weight.shape, generator=torch.Generator().manual_seed(1)))
+    return tuned
+
+
+def test_a_head_model_is_classified_by_its_head_without_classes(tiny, files):
+    from medmoe.classify import HeadClassifier
+
+    x = torch.stack([to_model_input(load_image(files[k]), tiny.config.image_size) for k in ("dicom", "png")])
+    for features in ("global", "local"):
+        tuned = with_head(tiny, ["a", "b", "c"], features=features)
+        encoded = tuned.encode_image(x)
+        pooled = encoded.global_emb if features == "global" else encoded.local_map.mean(dim=(2, 3))
+        result = classify(tuned, [files["dicom"], files["png"]])
+        assert result.source == "head" and result.classes == ["a", "b", "c"] and not result.multi_label
+        torch.testing.assert_close(result.probabilities, tuned.head(pooled).softmax(1))
+        assert torch.equal(result.expert, encoded.expert)
+    multi = with_head(tiny, ["a", "b"], multi_label=True)
+    result = HeadClassifier(multi)(x)
+    torch.testing.assert_close(result.probabilities, multi.head_logits(multi.encode_image(x)).sigmoid())
+    assert result.multi_label
+    prompts = classify(multi, x, CLASSES)  # class names given: zero-shot, head or not
+    assert prompts.source == "prompts" and prompts.classes == CLASSES
+    records = HeadClassifier(multi).files([files["png"], files["bad"]])
+    assert records[0]["source"] == "head" and list(records[0]["probabilities"]) == ["a", "b"] and "error" in records[1]

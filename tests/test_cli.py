@@ -55,7 +55,7 @@ def test_every_command_that_takes_a_model_takes_one_model_option():
     commands = build_parser()._subparsers._group_actions[0].choices
     with_model = {name: next((a for a in p._actions if a.dest == "model"), None) for name, p in commands.items()}
     with_model = {name: action for name, action in with_model.items() if action is not None}
-    assert set(with_model) == {"eval", "benchmark", "explain", "classify", "app", "export"}
+    assert set(with_model) == {"eval", "benchmark", "explain", "classify", "app", "export", "finetune"}
     assert all(a.help == MODEL_HELP and a.required and a.option_strings == ["--model"] for a in with_model.values())
 
 

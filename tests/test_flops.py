@@ -38,3 +38,7 @@ def test_counts_scale_with_the_experts():
     assert static["params_total"] == static["params_active"] < one["params_total"]
     assert expert_gmacs > 0
     assert abs((four["gmacs_all_experts"] - four["gmacs_active"]) - 3 * expert_gmacs) < 3e-4
+    shared = image_side_cost(load_config("tiny", num_experts=4, shared_expert=True))  # Table 3's row with it
+    assert shared["params_total"] - four["params_total"] == shared["params_active"] - four["params_active"] == \
+        expert_params  # always active: one more expert's parameters and multiply-adds, per image
+    assert abs((shared["gmacs_active"] - four["gmacs_active"]) - expert_gmacs) < 3e-4

@@ -1,6 +1,7 @@
-"""ONNX export for deployment without PyTorch's model code: ``medmoe export --format onnx``.
+"""ONNX export for deployment without PyTorch's model code: ``medmoe export --model M --out DIR``.
 
     DIR/image_encoder.onnx   images [B, 3, S, S] float32 -> global_emb [B, D], local_map [B, D, G, G], expert [B]
+                             (+ probabilities [B, C] for a model with a fine-tuned head, ``medmoe finetune``)
     DIR/text_encoder.onnx    input_ids, attention_mask, word_ids [B, T] int64 -> global_emb [B, D], words [B, T, D]
     DIR/tokenizer/           the model's tokenizer;  DIR/config.json  the model's configuration
 
@@ -13,6 +14,10 @@ the same outputs, one graph, one runtime call, at the cost of K experts instead 
 per expert plus a router graph stitched by a Python wrapper, keeps the cost of one expert but
 needs that wrapper in every deployment language. The ``soft-moe`` variant's graph mixes all experts
 by the router's weights as it does in PyTorch; the ``static`` baseline has one head (expert 0).
+
+**A fine-tuned head** (``config.head_classes``) is part of the image graph: its fourth output,
+``probabilities``, is what ``HeadClassifier`` returns (a softmax over the classes, or a sigmoid per class
+for a multi-label head); ``config.json`` names the classes in order.
 
 **Word pieces to words.** The text encoder sums a word's pieces into one word embedding, which
 needs each piece's word (the tokenizer's ``word_ids``); the graph takes them as a third input
@@ -38,20 +43,26 @@ OPSET = 18
 
 class ImageGraph(nn.Module):
     """What ``image_encoder.onnx`` computes: ``encode_image`` with image-router routing (the image side
-    and the gate only, not the text encoder)."""
+    and the gate only, not the text encoder), and the head's probabilities when the model has a head."""
 
     def __init__(self, model):
         super().__init__()
-        self.image, self.gate = model.image, model.gate
+        self.image, self.gate, self.head = model.image, model.gate, getattr(model, "head", None)
+        self.head_features, self.multi_label = model.config.head_features, bool(model.config.head_multi_label)
 
     def forward(self, images: torch.Tensor):
-        from .model.medmoe import encode_image, encode_image_all_experts
+        from .model.medmoe import encode_image, encode_image_all_experts, head_input, head_probabilities
 
         if self.gate is None or self.gate.soft:  # static shapes already
             out = encode_image(self.image, self.gate, images)
-            return out.global_emb, out.local_map, out.expert
-        global_emb, every, route = encode_image_all_experts(self.image, self.gate, images)
-        return global_emb, every[route.expert, torch.arange(images.shape[0], device=images.device)], route.expert
+            outputs = out.global_emb, out.local_map, out.expert
+        else:
+            global_emb, every, route = encode_image_all_experts(self.image, self.gate, images)
+            outputs = global_emb, every[route.expert, torch.arange(images.shape[0], device=images.device)], route.expert
+        if self.head is None:
+            return outputs
+        logits = self.head(head_input(*outputs[:2], self.head_features))  # MedMoE.head_probabilities
+        return *outputs, head_probabilities(logits, self.multi_label)
 
 
 class TextGraph(nn.Module):
@@ -89,8 +100,9 @@ def export_onnx(model, out: str | os.PathLike) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     size = model.config.image_size
     batch = torch.export.Dim("batch")
+    head = ["probabilities"] if getattr(model, "head", None) is not None else []
     _export(ImageGraph(model), (torch.rand(2, 3, size, size),), out / IMAGE_FILE, ["images"],
-            ["global_emb", "local_map", "expert"], {"images": {0: batch}})
+            ["global_emb", "local_map", "expert", *head], {"images": {0: batch}})
     example = model.text.tokenize(["a chest radiograph", "no acute finding seen today"])
     tokens = torch.export.Dim("tokens", max=model.config.max_length)
     shapes = {0: batch, 1: tokens}
@@ -104,7 +116,8 @@ def export_onnx(model, out: str | os.PathLike) -> Path:
 
 
 class OnnxImageEncoder:
-    """``image_encoder.onnx`` under onnxruntime: images [B, 3, S, S] -> (global_emb, local_map, expert) arrays."""
+    """``image_encoder.onnx`` under onnxruntime: images [B, 3, S, S] -> (global_emb, local_map, expert) arrays,
+    and probabilities [B, C] for a model with a fine-tuned head."""
 
     def __init__(self, folder: str | os.PathLike, threads: int | None = None):
         self.session = _session(Path(folder) / IMAGE_FILE, threads)

@@ -1,5 +1,6 @@
-"""What the page shows for one upload: the image as loaded (DICOM windowed), class probabilities,
-the image router's expert and probabilities (experts named by their modalities only when training saw
+"""What the page shows for one upload: the image as loaded (DICOM windowed), class probabilities (from
+the prompts of the typed class names, or, for a model fine-tuned by ``medmoe finetune`` and no class names,
+from its trained head; ``probability_source`` says which), the image router's expert and probabilities (experts named by their modalities only when training saw
 modality labels, ``trained_with_modalities``), the report router's expert and the report words' attention
 overlaid."""
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..classify import classify, expert_modalities, model_input, routing
+from ..classify import classify, expert_modalities, has_head, model_input, routing
 from ..data.transforms import ImageTransform
 from ..errors import ConfigError, ImageLoadError
 from ..hub import find_run
@@ -50,14 +51,17 @@ def analyse(model, data: bytes, name: str, classes: list[str], report: str = "")
     if not data:
         raise ImageLoadError(f"{name}: the file is empty")
     classes, report = [c.strip() for c in classes if c.strip()], report.strip()
-    if not classes and not report:
+    head = has_head(model)
+    if not classes and not report and not head:
         raise ConfigError("type at least two class names, a report, or both")
     image = ImageTransform.of(model.config).load_bytes(data, name)
     result = {"name": name, "image": png_base64(image), "size": list(image.shape[:2])}
     x = model_input(model, image)[None]
-    if classes:
-        found = classify(model, x, classes)
+    if classes or head:  # typed class names: zero-shot from their prompts; none: the fine-tuned head
+        found = classify(model, x, classes or None)
         result["probabilities"] = dict(zip(found.classes, found.probabilities[0].tolist()))
+        result["probability_source"] = found.source
+        result["multi_label"] = found.multi_label
         expert, router = found.expert, found.router_probabilities
     else:
         with torch.no_grad():

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..config import variant_of
+from ..errors import ConfigError
 from ..eval import DEFAULT_ENSEMBLE, DEFAULT_SCORING, ENSEMBLES, SCORINGS
 from .common import add_compile, add_json, add_model, add_out, load_model, write_json, write_text
 
@@ -29,14 +30,35 @@ def cmd_eval(args) -> int:
 def cmd_benchmark(args) -> int:
     from ..eval.benchmark import benchmark, tables
 
+    leakage = _pretraining_manifests(args.model, args.leakage_check) if args.leakage_check is not None else None
     result = benchmark(load_model(args), args.root, args.datasets, args.manifests, args.seed, args.seeds,
                        args.scoring, args.ensemble, progress=not args.quiet,
-                       log=lambda line: print(f"medmoe: {line}", file=sys.stderr))
+                       log=lambda line: print(f"medmoe: {line}", file=sys.stderr), finetune=args.finetune,
+                       leakage=leakage)
     text = tables(result)
     print(text)
     write_text(args.markdown, text + "\n")
     write_json(args.json, {"model": str(args.model), **result})
     return 0 if result["zeroshot"] or result["linear_probe"] else 1
+
+
+def _pretraining_manifests(model: str, given: list[str]) -> list[str]:
+    """``--leakage-check``'s manifests: as given, else the ones the training run of ``--model`` recorded in
+    its data.json."""
+    from ..hub import find_run
+    from ..runs import DATA_FILE, training_data
+
+    if given:
+        return given
+    run = find_run(model) if Path(model).exists() else None
+    data = training_data(run)
+    if data is None:
+        raise ConfigError(f"--leakage-check: {model} is not a training run with {DATA_FILE} (runs trained by this "
+                          "version write it): give the pretraining manifests, --leakage-check MANIFEST...")
+    if data.get("shards"):
+        raise ConfigError(f"--leakage-check: {run} trained on webdataset shards ({data['data']}), which hold no "
+                          "manifest to check: give the manifests the shards were written from")
+    return [data["data"]]
 
 
 def cmd_explain(args) -> int:
@@ -96,7 +118,14 @@ def register(sub) -> None:
                    help="linear-probe seeds (default: 0 1 2)")
     _add_scoring(p)
     add_json(p, "write zeroshot, linear_probe and skipped as JSON")
-    p.add_argument("--markdown", metavar="FILE", help="write the two tables as Markdown")
+    p.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
+    p.add_argument("--finetune", choices=("linear", "full", "lora"), metavar="MODE",
+                   help="also fine-tune on each dataset's train split (medmoe finetune --mode MODE, one run per seed of "
+                   "--seeds) and add our fine-tuning table (test accuracy and macro AUC; the paper has none): "
+                   "linear, full or lora")
+    p.add_argument("--leakage-check", nargs="*", metavar="PRETRAIN_MANIFEST",
+                   help="first check the datasets against these pretraining manifests (medmoe data leakage; none "
+                   "given: the manifest --model's training run recorded) and mark contaminated datasets (†)")
     add_compile(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_benchmark)

@@ -1,4 +1,4 @@
-"""``medmoe train``, ``demo``, ``config`` and ``flops``: building and training models."""
+"""``medmoe train``, ``finetune``, ``demo``, ``config`` and ``flops``: building and training models."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,8 @@ from .. import registry
 from ..errors import ConfigError
 from ..options import add_options, given_options
 from ..train.args import TrainArgs
-from .common import add_config_options, add_json, model_config, write_json
+from ..train.finetune_args import FinetuneArgs
+from .common import add_config_options, add_json, add_model, load_model, model_config, write_json
 
 
 def _train_args(args) -> TrainArgs:
@@ -25,6 +26,27 @@ def cmd_train(args) -> int:
     result = train(model_config(args), _train_args(args))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(json.dumps(result))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    import sys
+
+    from ..train.finetune import FinetuneArgs, finetune, format_metrics
+
+    if args.data is None or args.out is None:
+        raise ConfigError("finetune needs --data MANIFEST and --out DIR")
+    settings = FinetuneArgs(**given_options(args, FinetuneArgs))  # --labels included
+    result = finetune(load_model(args), settings, base=str(args.model),
+                      log=lambda line: print(f"medmoe: {line}", file=sys.stderr))
+    record = result.record
+    print(f"fine-tuned ({record['mode']}, head on {record['features']} features, "
+          f"{'multi-label' if record['multi_label'] else 'multi-class'}) on {len(record['classes'])} classes: "
+          f"{', '.join(record['classes'])}")
+    print(f"train/val/test: {record['sizes']['train']}/{record['sizes']['val']}/{record['sizes']['test']} labelled "
+          f"rows; best epoch {record['best_epoch']}")
+    print(format_metrics(record))
+    print(f"wrote {result.folder} (model folder and finetune.json)")
     return 0
 
 
@@ -65,6 +87,18 @@ def register(sub) -> None:
     add_config_options(p, recipe=True)
     add_options(p, TrainArgs)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="train a classifier on your labels (linear head, full or LoRA fine-tuning)",
+                       description="Fine-tune a copy of --model on a labelled manifest: train on its train split, stop "
+                       "early on val, report accuracy and macro AUC (per-class AUC for multi-label) on test, and write "
+                       "a model folder with the head (medmoe load, classify, app and export use it) plus "
+                       "finetune.json.")
+    add_model(p)
+    p.add_argument("--labels", nargs="+", default=["labels"], metavar="COLUMN",
+                   help="the label column: a class name per row, or a list of names (multi-label); several columns: "
+                   "one class each with 1/0/-1/blank cells, multi-label (default: labels)")
+    add_options(p, FinetuneArgs)
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("demo", help="MedSynth, MedMoE vs the static baseline, evaluation and report.md",
                        description="Generate MedSynth, train MedMoE and the static baseline with the same seed and "

@@ -8,13 +8,16 @@ from .common import add_json, add_model, add_out, load_model, write_json
 
 
 def cmd_classify(args) -> int:
-    from ..classify import PromptClassifier, read_prompts
+    from ..classify import classifier, has_head, read_prompts
 
-    if not args.classes and not args.prompts:
-        raise ConfigError("classify needs --classes NAME... or --prompts FILE")
+    model = load_model(args)
+    if not args.classes and not args.prompts and not has_head(model):
+        raise ConfigError("classify needs --classes NAME... or --prompts FILE (this model has no head trained by "
+                          "`medmoe finetune`)")
     classes, templates = read_prompts(args.prompts, args.classes) if args.prompts else (args.classes, None)
-    records = PromptClassifier(load_model(args), classes, templates).files(args.image)
-    names = [str(c) for c in classes]
+    chosen = classifier(model, classes, templates)
+    records = chosen.files(args.image)
+    names = list(chosen.classes)
     width = max(12, *(len(Path(r["image"]).name) for r in records)) + 2
     print(f"{'image':<{width}}{'expert':<8}{'modality':<14}" + "".join(f"{n:>{max(8, len(n) + 2)}}" for n in names))
     for r in records:
@@ -24,6 +27,9 @@ def cmd_classify(args) -> int:
             continue
         line += f"{'-' if r['expert'] is None else r['expert']:<8}{r['modality'] or '-':<14}"
         print(line + "".join(f"{r['probabilities'][n]:>{max(8, len(n) + 2)}.3f}" for n in names))
+    print(f"(probabilities from the trained head, fine-tuned on {len(names)} classes"
+          f"{': one sigmoid each, multi-label' if chosen.multi_label else ''})" if chosen.source == "head" else
+          "(probabilities from prompts, zero-shot)")
     write_json(args.json, records)
     if not any("probabilities" in r for r in records):
         raise DataError(f"none of the {len(records)} images could be read")
@@ -46,13 +52,15 @@ def cmd_export(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("classify", help="zero-shot class probabilities of image files",
-                       description="Print each image's class probabilities (softmax over the zero-shot scores), the "
-                       "expert the image router chose and the modalities assigned to it. An unreadable file is a "
-                       "line saying why; exit 1 only if no file could be read.")
+    p = sub.add_parser("classify", help="class probabilities of image files (zero-shot, or a fine-tuned head)",
+                       description="Print each image's class probabilities, the expert the image router chose and "
+                       "the modalities assigned to it. With --classes or --prompts: a softmax over the zero-shot "
+                       "scores; without, for a model fine-tuned by `medmoe finetune`: its trained head's. An "
+                       "unreadable file is a line saying why; exit 1 only if no file could be read.")
     add_model(p)
     p.add_argument("--image", required=True, nargs="+", metavar="PATH", help="image files (DICOM, NIfTI, PNG, JPEG)")
-    p.add_argument("--classes", nargs="+", metavar="NAME", help="class names (each its own prompt)")
+    p.add_argument("--classes", nargs="+", metavar="NAME", help="class names (each its own prompt); optional for a "
+                   "fine-tuned model, whose head is used without them")
     p.add_argument("--prompts", metavar="FILE", help='JSON {"classes": {name: [phrases]}, "templates": [...]}; '
                    "with --classes, only those classes")
     add_json(p, 'write [{"image", "probabilities", "expert", "modality"}] as JSON')

@@ -7,7 +7,10 @@ reused: delete it to prepare again) and evaluated on its own, never pooled with 
 
 - zero-shot (Table 1): the dataset's shipped prompts (``medmoe/data/prompts/``), scored with
   ``scoring``/``ensemble`` on the test split (CheXpert 5x200: all its images, GLoRIA's zero-shot set);
-- linear probe (Table 2): ``eval.probe`` on the frozen image embeddings of the train/val/test splits.
+- linear probe (Table 2): ``eval.probe`` on the frozen image embeddings of the train/val/test splits;
+- with ``finetune`` (``linear``, ``full`` or ``lora``; ours, the paper has no such table): ``medmoe finetune``
+  on the train split with early stopping on val, one run per seed of ``seeds``, test accuracy and macro AUC
+  as mean ± sd, beside our linear probe at 100 % of the labels.
 
 A dataset whose folder is missing, or does not hold its layout, is skipped with the reason. The
 paper's own MedMoE numbers (``medmoe/data/paper_results.json``) are printed beside ours; each table's
@@ -55,6 +58,51 @@ def _manifest(name: str, root: Path, manifests: Path, seed: int, log: Callable[[
     return out
 
 
+def finetune_dataset(model, manifest: Path, mode: str, seeds=SEEDS, progress: bool = True,
+                     log: Callable[[str], None] = lambda _: None) -> dict:
+    """Test accuracy and macro AUC (mean ± sd over ``seeds``) of ``medmoe finetune --mode mode`` on one
+    prepared dataset (the model itself is left as it was)."""
+    import numpy as np
+
+    from ..train.finetune import FinetuneArgs, finetune
+
+    runs = [finetune(model, FinetuneArgs(data=str(manifest), mode=mode, seed=s, progress=progress), log=log).record
+            for s in seeds]
+    tests = [r["test"] for r in runs if r["test"] and r["test"].get("n")]
+    if not tests:
+        return {}
+
+    def mean_sd(key: str) -> tuple[float | None, float | None]:
+        values = [t[key] for t in tests if t.get(key) is not None]
+        if not values:
+            return None, None
+        return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+    (acc, acc_sd), (auc, auc_sd) = mean_sd("accuracy"), mean_sd("macro_auc")
+    return {"mode": mode, "accuracy_mean": acc, "accuracy_sd": acc_sd, "macro_auc_mean": auc, "macro_auc_sd": auc_sd,
+            "n": tests[0]["n"], "best_epoch": [r["best_epoch"] for r in runs], "classes": runs[0]["classes"]}
+
+
+def leakage_check(pretrain: list[str], prepared: dict[str, Path], progress: bool = True,
+                  log: Callable[[str], None] = lambda _: None) -> dict:
+    """``medmoe data leakage`` of the pretraining manifests against the prepared datasets: the verdict and,
+    per dataset, its rows and the rows that share an image, patient or study with the pretraining data."""
+    from ..data.leakage import find_leaks
+
+    log(f"leakage check: {', '.join(map(str, pretrain))} against {len(prepared)} dataset(s)")
+    report = find_leaks(pretrain, list(prepared.values()), progress=progress)
+    name_of = {Path(m).resolve(): name for name, m in prepared.items()}
+    leaked = {name: set() for name in prepared}
+    for pair in report.pairs:
+        leaked[name_of[Path(pair.benchmark).resolve()]].add(pair.benchmark_row)
+    rows = {name: len(read_manifest(m).rows) for name, m in prepared.items()}
+    for warning in report.warnings:
+        log(f"leakage check: warning: {warning}")
+    log(f"leakage check: {report.verdict}")
+    return {"pretrain": [str(p) for p in pretrain], "verdict": report.verdict,
+            "datasets": {name: {"rows": rows[name], "leaked": len(leaked[name])} for name in prepared}}
+
+
 def evaluate_dataset(model, name: str, manifest: Path, seed: int = 0, seeds=SEEDS, scoring: str = DEFAULT_SCORING,
                      ensemble: str = DEFAULT_ENSEMBLE, progress: bool = True) -> tuple[dict, dict]:
     """(zero-shot metrics, linear-probe fractions) of one prepared dataset."""
@@ -74,20 +122,28 @@ def evaluate_dataset(model, name: str, manifest: Path, seed: int = 0, seeds=SEED
 
 
 def benchmark(model, root, datasets=None, manifests=None, seed: int = 0, seeds=SEEDS, scoring: str = DEFAULT_SCORING,
-              ensemble: str = DEFAULT_ENSEMBLE, progress: bool = True, log: Callable[[str], None] = lambda _: None) -> dict:
-    """Tables 1 and 2 of ``model`` on every dataset of ``datasets`` (default: all) found under ``root``.
-    ``seed`` makes the splits and samples the CheXpert prompts; ``seeds`` are the linear probe's."""
+              ensemble: str = DEFAULT_ENSEMBLE, progress: bool = True, log: Callable[[str], None] = lambda _: None,
+              finetune: str | None = None, leakage: list[str] | None = None) -> dict:
+    """Tables 1 and 2 of ``model`` on every dataset of ``datasets`` (default: all) found under ``root``, and
+    with ``finetune`` (a mode of ``medmoe finetune``) our fine-tuning table. ``seed`` makes the splits and
+    samples the CheXpert prompts; ``seeds`` are the linear probe's and the fine-tuning's. ``leakage``: the
+    pretraining manifests, checked against the prepared datasets first (``leakage_check``)."""
     root = Path(root)
     manifests = Path(manifests) if manifests else root / MANIFESTS
     result = {"root": str(root), "manifests": str(manifests), "scoring": scoring, "ensemble": ensemble,
               "seeds": list(seeds), "datasets": {}, "zeroshot": {}, "linear_probe": {}, "skipped": {}}
+    if finetune:
+        result.update(finetune_mode=finetune, finetune={}, finetune_skipped={})
+    prepared = {}
     for name in [d for d in DATASETS if d in (datasets or DATASETS)]:
         try:
-            manifest = _manifest(name, root, manifests, seed, log)
+            prepared[name] = _manifest(name, root, manifests, seed, log)
         except DataError as exc:
             result["skipped"][name] = str(exc)
             log(f"{name}: skipped: {exc}")
-            continue
+    if leakage and prepared:
+        result["leakage"] = leakage_check(leakage, prepared, progress, log)
+    for name, manifest in prepared.items():
         result["datasets"][name] = str(manifest)
         log(f"{name}: zero-shot and linear probe")
         zeroshot, probe = evaluate_dataset(model, name, manifest, seed, seeds, scoring, ensemble, progress)
@@ -99,6 +155,15 @@ def benchmark(model, root, datasets=None, manifests=None, seed: int = 0, seeds=S
             result["linear_probe"][name] = probe
         else:
             log(f"{name}: no linear probe (it needs two classes in the train split and test images)")
+        if finetune:
+            log(f"{name}: fine-tuning ({finetune}), {len(seeds)} seed(s)")
+            try:
+                tuned = finetune_dataset(model, manifest, finetune, seeds, progress, lambda line: log(f"{name}: {line}"))
+            except DataError as exc:
+                tuned, result["finetune_skipped"][name] = {}, str(exc)
+                log(f"{name}: no fine-tuning: {exc}")
+            if tuned:
+                result["finetune"][name] = tuned
     return result
 
 
@@ -116,6 +181,8 @@ def tables(result: dict, paper: dict | None = None) -> str:
     """Tables 1 and 2 in Markdown, columns in the paper's order (accuracy, %); ours beside the paper's row."""
     paper = paper or paper_results()
     names = [d for d in DATASETS if d in result["datasets"] or d in result["skipped"]]
+    leaks = {d: r for d, r in result.get("leakage", {}).get("datasets", {}).items() if r["leaked"]}
+    columns = [f"{d} †" if d in leaks else d for d in names]  # contaminated: marked in every table
 
     def cells(text: dict[str, str], skipped=()) -> list[str]:
         return ["skipped" if d in skipped else text.get(d, "-") for d in names]
@@ -124,7 +191,7 @@ def tables(result: dict, paper: dict | None = None) -> str:
     theirs = paper["zeroshot"]
     avg = _average(names, ours, theirs)
     lines = [f"Table 1: zero-shot accuracy (%), {result['scoring']} scoring, {result['ensemble']} ensemble", "",
-             *_table(["", *names, "Avg."], [
+             *_table(["", *columns, "Avg."], [
                  ["ours", *cells({d: f"{v:.2f}" for d, v in ours.items()}, result["skipped"]), avg[0]],
                  [PAPER, *cells({d: f"{v:.2f}" for d, v in theirs.items()}), avg[1]]])]
     rows = []
@@ -138,8 +205,42 @@ def tables(result: dict, paper: dict | None = None) -> str:
         rows += [[label, "ours", *cells(text, result["skipped"]), avg[0]],
                  [label, PAPER, *cells({d: f"{v:.2f}" for d, v in theirs.items()}), avg[1]]]
     lines += ["", f"Table 2: linear-probe accuracy (%), mean ± sd over {len(result['seeds'])} seeds", "",
-              *_table(["labels", "", *names, "Avg."], rows), "",
+              *_table(["labels", "", *columns, "Avg."], rows), "",
               f"Avg.: mean over the datasets both rows report. {PAPER}: {paper['_source']}."]
+    if "leakage" in result:
+        lines += ["", f"Leakage check against {', '.join(result['leakage']['pretrain'])}: {result['leakage']['verdict']}"]
+        lines += [f"† {d}: {r['leaked']} of {r['rows']} rows share an image, patient or study with the pretraining "
+                  "data (contaminated; `medmoe data leakage --json` lists the pairs)" for d, r in leaks.items()]
+    if "finetune" in result:
+        lines += ["", *finetune_table(result, names, columns)]
     if result["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{d} ({why})" for d, why in result["skipped"].items())]
     return "\n".join(lines)
+
+
+def finetune_table(result: dict, names: list[str], columns: list[str]) -> list[str]:
+    """Our fine-tuning table (the paper has none): test accuracy (%) and macro AUC, mean ± sd over the seeds,
+    beside our linear probe at 100 % of the labels."""
+    tuned, skipped = result["finetune"], result["skipped"]
+    probe = {d: r["1.0"] for d, r in result["linear_probe"].items() if "1.0" in r}
+
+    def row(label: str, values: dict[str, tuple[float, float]], scale: float = 100, digits: int = 2) -> list[str]:
+        cells = ["skipped" if d in skipped else
+                 (f"{scale * values[d][0]:.{digits}f} ± {scale * values[d][1]:.{digits}f}" if d in values else "-")
+                 for d in names]
+        shared = [d for d in names if d in values]
+        avg = f"{sum(scale * values[d][0] for d in shared) / len(shared):.{digits}f}" if shared else "-"
+        return [label, *cells, avg]
+
+    mode = result["finetune_mode"]
+    rows = [row(f"fine-tuned ({mode}), accuracy %", {d: (r["accuracy_mean"], r["accuracy_sd"]) for d, r in tuned.items()
+                                                     if r["accuracy_mean"] is not None}),
+            row("linear probe 100 %, accuracy %", {d: (r["accuracy_mean"], r["accuracy_sd"]) for d, r in probe.items()}),
+            row(f"fine-tuned ({mode}), macro AUC", {d: (r["macro_auc_mean"], r["macro_auc_sd"]) for d, r in tuned.items()
+                                                    if r["macro_auc_mean"] is not None}, scale=1, digits=3)]
+    lines = [f"Table F (ours; the paper has no fine-tuning table): medmoe finetune --mode {mode} on the train split, "
+             f"early stopping on val, test split; mean ± sd over {len(result['seeds'])} seeds", "",
+             *_table(["", *columns, "Avg."], rows)]
+    if result.get("finetune_skipped"):
+        lines += ["", "Not fine-tuned: " + "; ".join(f"{d} ({why})" for d, why in result["finetune_skipped"].items())]
+    return lines

@@ -116,6 +116,17 @@ def encode_image_all_experts(image: ImageEncoder, gate: Gate, images: torch.Tens
     return image.global_embedding(pooled, chosen), every, route
 
 
+def head_input(global_emb: torch.Tensor, local_map: torch.Tensor, features: str) -> torch.Tensor:
+    """What a classification head reads of ``encode_image``'s output: v_g (``"global"``) or the routed
+    expert's pooled local map (``"local"``)."""
+    return local_map.mean(dim=(2, 3)) if features == "local" else global_emb
+
+
+def head_probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """A head's logits [B, C] as probabilities: one sigmoid per class (multi-label), else a softmax."""
+    return logits.float().sigmoid() if multi_label else logits.float().softmax(dim=1)
+
+
 class MedMoE(nn.Module):
     def __init__(self, config: MedMoEConfig, tokenizer: str | os.PathLike | None = None):
         """``tokenizer``: a folder with the tokenizer files (default: the text model's own)."""
@@ -171,8 +182,11 @@ class MedMoE(nn.Module):
         on v_g (``head_features="global"``) or on the routed expert's pooled local map (``"local"``)."""
         if self.head is None:
             raise ValueError("this model has no classification head (train one with `medmoe finetune`)")
-        local = self.config.head_features == "local"
-        return self.head(image.local_map.mean(dim=(2, 3)) if local else image.global_emb)
+        return self.head(head_input(image.global_emb, image.local_map, self.config.head_features))
+
+    def head_probabilities(self, image: ImageOutput) -> torch.Tensor:
+        """The head's probabilities [B, C]: one sigmoid per class (``head_multi_label``), else a softmax."""
+        return head_probabilities(self.head_logits(image), self.config.head_multi_label)
 
     def towers(self) -> tuple[list[nn.Module], list[nn.Module]]:
         """The image tower (image encoder, image router, classification head) and the text tower (text encoder,
