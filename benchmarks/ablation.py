@@ -4,6 +4,7 @@ over seeds, as learning curves (issue 19).
     PYTHONPATH=src python benchmarks/ablation.py --out runs/ablation --seeds 0 1 2 --budgets 1 2
     PYTHONPATH=src python benchmarks/ablation.py --out runs/ablation --budgets 4 --configs static medmoe shared
     PYTHONPATH=src python benchmarks/ablation.py --out runs/ablation --summary --json s.json --figure curves.png
+    PYTHONPATH=src python benchmarks/ablation.py --out runs/ablation --summary --markdown
 
 The demo's data (MedSynth, 3000 images, seed 0, 96 px) and preset (``small``; ``--preset tiny`` for a
 faster screen), the default recipe, batch 32. One run per (configuration, seed), planned for ``--planned`` steps (default 4 x the demo's
@@ -122,6 +123,16 @@ def draw(lines: list[dict], path: Path, metrics=("zeroshot_accuracy", "zeroshot_
     fig.savefig(path, dpi=100)
 
 
+def markdown(lines: list[dict]) -> str:
+    """The summary as one Markdown table: mean ± sd over seeds, a row per (configuration, step)."""
+    header = ["config", "step", "seeds", *METRICS]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for line in lines:
+        cells = [f"{line[m][0]:.3f} ± {line[m][1]:.3f}" if m in line else "-" for m in METRICS]
+        rows.append(f"| {line['config']} | {line['step']} | {len(line['seeds'])} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/ablation")
@@ -137,12 +148,12 @@ def main():
     parser.add_argument("--summary", action="store_true", help="summarise the cached results; train nothing")
     parser.add_argument("--json", help="with --summary: also write the summary lines to this file")
     parser.add_argument("--figure", help="with --summary: draw the learning curves to this PNG")
+    parser.add_argument("--markdown", action="store_true", help="with --summary: print a Markdown table instead")
     args = parser.parse_args()
     out = Path(args.out)
     if args.summary:
         lines = summary(out)
-        for line in lines:
-            print(json.dumps(line))
+        print(markdown(lines) if args.markdown else "\n".join(json.dumps(line) for line in lines))
         if args.json:
             Path(args.json).write_text("".join(json.dumps(line) + "\n" for line in lines))
         if args.figure:

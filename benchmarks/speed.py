@@ -21,7 +21,6 @@ architecture) with the offline MiniLM tokenizer's vocabulary, so nothing is down
 import argparse
 import contextlib
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -180,13 +179,21 @@ def compile_part(model, args) -> dict:
             "speedup": round(seconds["eager"] / seconds["compiled"], 3), "max_abs_diff": diff}
 
 
+def peak_rss_gb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ``ru_maxrss``, not carried over from the
+    process that started it, whose peak Linux keeps across ``exec``)."""
+    with open("/proc/self/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return kb / 2**20
+
+
 def memory_step(batch_size: int) -> None:
     """One training step at ``batch_size`` in this process; prints its peak resident memory."""
     model = paper_model().train()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    before = peak_rss_gb()
     forward_backward(model, MedMoELoss.from_config(model.config), [train_batch(model, batch_size)],
                      torch.device("cpu"), contextlib.nullcontext, seed=0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss_gb()
     print(json.dumps({"part": "memory", "batch": batch_size, "peak_rss_gb": round(peak, 2),
                       "model_built_rss_gb": round(before, 2)}), flush=True)
 
