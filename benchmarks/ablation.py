@@ -29,17 +29,19 @@ from medmoe.train.args import TrainArgs
 from medmoe.train.loop import train
 
 DEMO_STEPS = 240
-# name -> (variant, overrides): the static baseline, the paper's MedMoE, and the remedies of issue 19
+# name -> (variant, overrides): the static baseline, the paper's MedMoE (random-init experts, whatever the
+# preset's default) and the remedies of issue 19
+PAPER = {"expert_init": "random"}
 CONFIGS = {
     "static": ("static", {}),
-    "medmoe": ("medmoe", {}),
-    "k1": ("medmoe", {"num_experts": 1}),  # one expert, no routing: the expert head without the routing
-    "oracle": ("medmoe", {"routing": "label"}),  # the modality label picks the expert in training
+    "medmoe": ("medmoe", PAPER),
+    "k1": ("medmoe", {**PAPER, "num_experts": 1}),  # one expert, no routing: the expert head without the routing
+    "oracle": ("medmoe", {**PAPER, "routing": "label"}),  # the modality label picks the expert in training
     "upcycle-60": ("medmoe", {"expert_init": "upcycle", "upcycle_step": 60}),
     "upcycle-120": ("medmoe", {"expert_init": "upcycle", "upcycle_step": 120}),
-    "shared": ("medmoe", {"shared_expert": True}),
-    "no-aux": ("medmoe", {"w_aux": 0.0}),
-    "detached-routers": ("medmoe", {"detach_routers": True}),
+    "shared": ("medmoe", {**PAPER, "shared_expert": True}),
+    "no-aux": ("medmoe", {**PAPER, "w_aux": 0.0}),
+    "detached-routers": ("medmoe", {**PAPER, "detach_routers": True}),
 }
 METRICS = {  # name in the summary -> path in medmoe eval all's JSON
     "zeroshot_accuracy": ("zeroshot", "accuracy"), "zeroshot_auc": ("zeroshot", "macro_auc"),

@@ -123,6 +123,7 @@ def test_write_report(tmp_path):
     assert "0.980" in _row(report, "medmoe") and "| static | 0 | - |" in report
     assert "| medmoe | image | 1.000 | 0.986 | 1.000 | 1.000 |" in report  # each modality's routing accuracy
     assert "figure not found" in report
+    assert report.splitlines()[4].startswith("In this run, `medmoe` is ahead of `static` on zero-shot accuracy")
     for name in ("loss_curves.png", "learning_curves.png", "routing_training.png", "routing_confusion.png",
                  "attn_0.png"):
         assert f"]({name})" in report
@@ -149,3 +150,16 @@ def test_report_flags_unequal_budgets(tmp_path):
     assert "**Unequal budgets**: `medmoe` 200, `static` 60 steps" in text and "same number of steps" not in text
     equal = write_report(tmp_path / "e", results, {"medmoe": tmp_path / "m.jsonl", "static": tmp_path / "m.jsonl"})
     assert "Every variant trained the same number of steps: 200." in equal.read_text()
+
+
+def test_report_says_plainly_which_variant_scored_higher():
+    from medmoe.eval.report import headline
+
+    ahead, behind = _variant(0.6, routing=True), _variant(0.5, routing=False)
+    text = headline({"medmoe": ahead, "static": behind})
+    assert "`medmoe` is ahead of `static` on zero-shot accuracy (0.600 against 0.500)" in text
+    assert "on linear probe (100 %) (0.650 against 0.550)" in text
+    text = headline({"medmoe": behind, "static": ahead})
+    assert "`medmoe` is **behind** `static` on zero-shot accuracy (0.500 against 0.600)" in text
+    assert "ablation.py" in text
+    assert headline({"medmoe": ahead}) == "" and headline({"medmoe": {}, "static": {}}) == ""

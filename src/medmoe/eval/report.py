@@ -352,6 +352,26 @@ def _what_was_run(results: dict[str, dict]) -> str:
             "image-text retrieval, linear probe, routing and word grounding, as computed by `medmoe eval all`.")
 
 
+HEADLINE = {"zero-shot accuracy": ("zeroshot", "accuracy"),
+            "linear probe (100 %)": ("linear_probe", "fractions", "1.0", "accuracy_mean")}
+
+
+def headline(results: dict[str, dict], first: str = "medmoe", second: str = "static") -> str:
+    """One plain sentence per headline metric: which of ``first`` and ``second`` scored higher in this run
+    ("" when the run does not hold both)."""
+    if first not in results or second not in results:
+        return ""
+    said = []
+    for name, path in HEADLINE.items():
+        a, b = _get(results[first], *path), _get(results[second], *path)
+        if a is None or b is None:
+            continue
+        verdict = "level with" if a == b else ("ahead of" if a > b else "**behind**")
+        said.append(f"`{first}` is {verdict} `{second}` on {name} ({_fmt(a)} against {_fmt(b)})")
+    return ("In this run, " + "; ".join(said) + ". One seed: `benchmarks/ablation.py` measures the gap over "
+            "seeds and budgets (benchmarks/RESULTS.md, \"Do the experts earn their place?\").") if said else ""
+
+
 def _steps(path) -> int | None:
     """Steps a run trained, from its newest checkpoint (the run folder holds ``path``, its metrics.jsonl),
     else from the last train step logged; None without either."""
@@ -398,6 +418,8 @@ def write_report(out_dir, results: dict[str, dict], logs: dict[str, str | Path],
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["# MedMoE evaluation report", "", _what_was_run(results), ""]
+    if said := headline(results):
+        lines += [said, ""]
 
     lines += ["## Results per modality", "",
               "ZS = zero-shot classification, R@1 = retrieval recall@1 within the modality, "
