@@ -1,8 +1,8 @@
 """What the page shows for one upload: the image as loaded (DICOM windowed), class probabilities (from
-the prompts of the typed class names, or, for a model fine-tuned by ``medmoe finetune`` and no class names,
-from its trained head; ``probability_source`` says which), the image router's expert and probabilities (experts named by their modalities only when training saw
-modality labels, ``trained_with_modalities``), the report router's expert and the report words' attention
-overlaid."""
+the prompts of the typed class names or, for a model fine-tuned by ``medmoe finetune`` given no class
+names, from its trained head; ``probability_source`` says which), the image router's expert and
+probabilities (experts named by their modalities only when training saw modality labels,
+``trained_with_modalities``), the report router's expert and the report words' attention overlaid."""
 from __future__ import annotations
 
 import base64

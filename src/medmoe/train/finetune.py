@@ -24,14 +24,16 @@ n / (C n_c), the sigmoid's positives by n_neg / n_pos.
 **Modes.** ``linear``: the encoder frozen, each image embedded once (no augmentation), a linear head on
 the standardised features fitted as ``eval.probe``'s logistic regression is (full batch, L-BFGS, a small L2
 penalty; early stopping on val every 10 iterations), the standardisation folded into the head: the probe
-made into a model (one head over every class, not one per modality). ``full``: first the same linear head (``head_init="probe"``: linear probing then
-fine-tuning, Kumar et al. 2022, so the encoder's first steps are not spent against a random head), then
-every image-side weight (backbone, experts, global projection, image router, head) trained on the images
-as the test sees them (``augment=True``: the pretraining's random crops and jitter); the text side is frozen (the head never sees it), and batch norm keeps the base model's statistics
-(the experts see the batch in small per-expert groups; measured: with batch statistics the first epoch
-undid the linear head, MedSynth test accuracy 0.668 after 3 epochs). ``lora``: the same, but only low-rank
-adapters on every Swin attention and MLP layer (``model.lora``) and the head train; the adapters are
-merged into the weights before saving, so the folder is a plain model folder.
+made into a model (one head over every class, not one per modality). ``full``: first the same linear
+head (``head_init="probe"``: linear probing then fine-tuning, Kumar et al. 2022, so the encoder's first
+steps are not spent against a random head), then every image-side weight (backbone, experts, global
+projection, image router, head) trained on the images as the test sees them (``augment=True`` adds the
+pretraining's random crops and jitter); the text side is frozen (the head never sees it), and batch norm
+keeps the base model's statistics (the experts see the batch in small per-expert groups; measured: with
+batch statistics the first epoch undid the linear head, MedSynth test accuracy 0.668 after 3 epochs).
+``lora``: the same, but only low-rank adapters on every Swin attention and MLP layer (``model.lora``) and
+the head train; the adapters are merged into the weights before saving, so the folder is a plain model
+folder.
 """
 from __future__ import annotations
 
