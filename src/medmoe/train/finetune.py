@@ -56,7 +56,7 @@ from ..data.manifest import Row, read_manifest
 from ..data.tables import read_table
 from ..data.transforms import ImageTransform
 from ..errors import ConfigError, DataError
-from ..model.medmoe import head_input
+from ..model.medmoe import head_input, head_probabilities
 from ..files import atomic_write_text
 from ..seeding import derive_seed
 from .finetune_args import MODE_DEFAULTS, FinetuneArgs
@@ -269,41 +269,42 @@ def _loader(model, rows: list[Row], batch_size: int, workers: int, sampler=None)
 
 
 @torch.no_grad()
-def embed_features(model, rows: list[Row], batch_size: int = 64, workers: int = 0, progress: bool = False,
-                   desc: str = "embedding") -> tuple[list[int], dict[str, torch.Tensor]]:
-    """(indices into ``rows`` of the images that could be read, {"global": [n, D], "local": [n, D]}):
-    both head inputs of every image, embedded once without augmentation."""
+def _per_image(model, rows: list[Row], of_batch: Callable, width: int, batch_size: int, workers: int,
+               progress: bool = False, desc: str = "") -> tuple[list[int], torch.Tensor]:
+    """(indices into ``rows`` of the images that could be read, ``of_batch(encode_image(batch))`` of them
+    [n, width]): every image once, without augmentation."""
     from tqdm.auto import tqdm
 
     model.eval()
     device = next(model.parameters()).device
     position = {r.row: i for i, r in enumerate(rows)}
-    kept, parts = [], {f: [] for f in HEAD_FEATURES}
+    kept, parts = [], []
     for batch in tqdm(_loader(model, rows, batch_size, workers), desc=desc, unit="batch", disable=not progress,
                       leave=False):
-        if not batch["rows"]:
-            continue
-        encoded = model.encode_image(batch["images"].to(device))
-        kept += [position[n] for n in batch["rows"]]
-        for f in HEAD_FEATURES:
-            parts[f].append(head_input(encoded.global_emb, encoded.local_map, f).float().cpu())
-    dim = model.config.embed_dim
-    return kept, {f: torch.cat(p) if p else torch.empty(0, dim) for f, p in parts.items()}
-
-
-@torch.no_grad()
-def predict(model, rows: list[Row], batch_size: int = 64, workers: int = 0) -> tuple[list[int], torch.Tensor]:
-    """(indices of the readable rows, the head's probabilities [n, C]) of ``rows``, through the model as
-    ``classify`` runs it (``encode_image`` then ``head_probabilities``)."""
-    model.eval()
-    device = next(model.parameters()).device
-    position = {r.row: i for i, r in enumerate(rows)}
-    kept, parts = [], []
-    for batch in _loader(model, rows, batch_size, workers):
         if batch["rows"]:
             kept += [position[n] for n in batch["rows"]]
-            parts.append(model.head_probabilities(model.encode_image(batch["images"].to(device))).cpu())
-    return kept, torch.cat(parts) if parts else torch.empty(0, len(model.config.head_classes))
+            parts.append(of_batch(model.encode_image(batch["images"].to(device))).float().cpu())
+    return kept, torch.cat(parts) if parts else torch.empty(0, width)
+
+
+def embed_features(model, rows: list[Row], features: str, batch_size: int = 64, workers: int = 0,
+                   progress: bool = False, desc: str = "embedding") -> tuple[list[int], torch.Tensor]:
+    """(indices of the readable rows, what the head reads of each image [n, D]: ``head_input``)."""
+    return _per_image(model, rows, lambda e: head_input(e.global_emb, e.local_map, features),
+                      model.config.embed_dim, batch_size, workers, progress, desc)
+
+
+def head_logits(model, rows: list[Row], batch_size: int = 64, workers: int = 0) -> tuple[list[int], torch.Tensor]:
+    """(indices of the readable rows, the head's logits [n, C]) of ``rows``, through the model as
+    ``classify`` runs it."""
+    return _per_image(model, rows, model.head_logits, len(model.config.head_classes), batch_size, workers)
+
+
+def predict(model, rows: list[Row], batch_size: int = 64, workers: int = 0) -> tuple[list[int], torch.Tensor]:
+    """(indices of the readable rows, the head's probabilities [n, C]): ``head_logits`` as ``classify``
+    returns them (``head_probabilities``)."""
+    kept, logits = head_logits(model, rows, batch_size, workers)
+    return kept, head_probabilities(logits, model.config.head_multi_label)
 
 
 def _criterion(multi_label: bool, weights: torch.Tensor | None) -> nn.Module:
@@ -480,12 +481,11 @@ class _NoAugment(torch.utils.data.Dataset):
 def _evaluate(model, data: Labelled, split: str, weights: torch.Tensor | None, args: FinetuneArgs,
               device: torch.device) -> dict:
     """The head's metrics (and weighted loss) on ``split``, images that cannot be read left out."""
-    kept, probs = predict(model, data.rows[split], max(args.batch_size, 64), args.workers)
+    kept, logits = head_logits(model, data.rows[split], max(args.batch_size, 64), args.workers)
     targets = data.targets[split][kept]
-    metrics = classification_metrics(probs, targets, data.classes, data.multi_label)
+    metrics = classification_metrics(head_probabilities(logits, data.multi_label), targets, data.classes,
+                                     data.multi_label)
     if kept:
-        p = probs.clamp(1e-7, 1 - 1e-7) if data.multi_label else probs.clamp_min(1e-12)
-        logits = (p.log() - (1 - p).log()) if data.multi_label else p.log()
         metrics["loss"] = float(_criterion(data.multi_label, weights)(logits, targets))
     metrics["unreadable"] = len(data.rows[split]) - len(kept)
     return metrics
@@ -511,15 +511,16 @@ def finetune(model, args: FinetuneArgs, base: str | None = None, log: Callable[[
         features = {}
         targets = {}
         for split in ("train", "val"):
-            kept, feats = embed_features(model, data.rows[split], max(args.batch_size, 64), args.workers,
-                                         args.progress, f"embedding {split}")
-            features[split], targets[split] = feats[args.features], data.targets[split][kept]
+            kept, features[split] = embed_features(model, data.rows[split], args.features, max(args.batch_size, 64),
+                                                   args.workers, args.progress, f"embedding {split}")
+            targets[split] = data.targets[split][kept]
             unreadable[split] = len(data.rows[split]) - len(kept)
         if len(features["train"]) == 0 or len(features["val"]) == 0:
             raise DataError(f"{args.data}: no image of the {'train' if len(features['train']) == 0 else 'val'} split "
                             "could be read")
-        linear = dict(MODE_DEFAULTS["linear"], **({k: getattr(args, k) for k in ("weight_decay", "epochs", "patience")
-                                                   if getattr(args, k) is not None} if args.mode == "linear" else {}))
+        # the linear stage of full and lora runs with linear's defaults; --epochs etc. are for their own stage
+        linear = {k: args.setting(k) if args.mode == "linear" else MODE_DEFAULTS["linear"][k]
+                  for k in ("weight_decay", "epochs", "patience")}
         best_epoch = _fit_linear(features, targets, model.head, data.multi_label, weights, linear["weight_decay"],
                                  linear["epochs"], linear["patience"], history, args.progress)
         log(f"linear head: best epoch {best_epoch} of {sum(h['stage'] == 'linear' for h in history)}")
