@@ -7,7 +7,8 @@ two things measured in one interleaved run (issue 18):
 - ``train``: one MedMoE training step (global + local + auxiliary losses, routed experts, backward)
   against Swin-T + BERT trained with the global loss only (goal: at least 0.5 x its speed);
 - ``zeroshot``: scoring every prompt of the shipped RSNA prompt file (317) with the default scoring
-  against encoding the same images (goal: at most 0.5 x the encoding);
+  against encoding the same images (goal: at most 0.5 x the encoding), and beside it the word-region
+  logits alone (every prompt word against every region, one matmul): the floor of any exact scoring;
 - ``bf16`` (``--parts bf16``): one training step under bf16 autocast on CPU (``--precision bf16``) against
   float32: the speed-up and the error of the losses and the gradient;
 - ``--compile``: ``encode_image`` with the backbone and text encoder compiled (``model/compile.py``) against eager;
@@ -152,11 +153,15 @@ def zeroshot_part(model, args) -> dict:
     with torch.inference_mode():
         bank = embed_prompts(model, prompts["classes"], prompts.get("templates"))
         encoded = model.encode_image(images)
+        real = torch.arange(bank.words.shape[1])[None] < bank.lengths[:, None]
+        words, regions = bank.words[real], encoded.local_map.flatten(2)  # [M, D] every prompt word, [B, D, S]
         seconds = interleaved({"encode": lambda: model.encode_image(images),
-                               "score": lambda: class_scores(model, encoded, bank)}, args.repeats)
+                               "score": lambda: class_scores(model, encoded, bank),
+                               "logits": lambda: torch.matmul(words, regions)}, args.repeats)
     return {"part": "zeroshot", "images": args.zeroshot_batch, "prompts": len(bank.prompt_class),
-            "encode_s": round(seconds["encode"], 3), "score_s": round(seconds["score"], 3),
-            "score_over_encode": round(seconds["score"] / seconds["encode"], 3)}
+            "words": len(words), "encode_s": round(seconds["encode"], 3), "score_s": round(seconds["score"], 3),
+            "score_over_encode": round(seconds["score"] / seconds["encode"], 3),
+            "logits_over_encode": round(seconds["logits"] / seconds["encode"], 3)}
 
 
 def compile_part(model, args) -> dict:
