@@ -153,8 +153,8 @@ def zeroshot_part(model, args) -> dict:
     with torch.inference_mode():
         bank = embed_prompts(model, prompts["classes"], prompts.get("templates"))
         encoded = model.encode_image(images)
-        real = torch.arange(bank.words.shape[1])[None] < bank.lengths[:, None]
-        words, regions = bank.words[real], encoded.local_map.flatten(2)  # [M, D] every prompt word, [B, D, S]
+        words = torch.cat([w[:n] for w, n in zip(bank.words, bank.lengths.tolist())])  # [M, D] every real word
+        regions = encoded.local_map.flatten(2)  # [B, D, S]
         seconds = interleaved({"encode": lambda: model.encode_image(images),
                                "score": lambda: class_scores(model, encoded, bank),
                                "logits": lambda: torch.matmul(words, regions)}, args.repeats)
