@@ -29,12 +29,14 @@ from medmoe.train.args import TrainArgs
 from medmoe.train.loop import train
 
 DEMO_STEPS = 240
-# name -> (variant, overrides): the static baseline, the paper's MedMoE (random-init experts, whatever the
-# preset's default) and the remedies of issue 19
-PAPER = {"expert_init": "random"}
+# name -> (variant, overrides): the static baseline, the paper's MedMoE (random-init experts and GLoRIA's word
+# attention, whatever the preset's defaults), the remedies of issue 19 and the default before issue 23's attention
+GLORIA = {"attention": "gloria", "temp1": 4.0}
+PAPER = {"expert_init": "random", **GLORIA}
 CONFIGS = {
     "static": ("static", {}),
     "medmoe": ("medmoe", PAPER),
+    "upcycle-gloria": ("medmoe", GLORIA),  # the default until issue 23: upcycled experts, GLoRIA's attention
     "k1": ("medmoe", {**PAPER, "num_experts": 1}),  # one expert, no routing: the expert head without the routing
     "oracle": ("medmoe", {**PAPER, "routing": "label"}),  # the modality label picks the expert in training
     "upcycle-60": ("medmoe", {"expert_init": "upcycle", "upcycle_step": 60}),
@@ -50,7 +52,9 @@ METRICS = {  # name in the summary -> path in medmoe eval all's JSON
     "probe_100": ("linear_probe", "fractions", "1.0", "accuracy_mean"),
     "i2t_r1": ("retrieval", "i2t_r1"), "i2t_r10": ("retrieval", "i2t_r10"),
     "t2i_r1": ("retrieval", "t2i_r1"), "t2i_r10": ("retrieval", "t2i_r10"),
-    "pointing_game": ("grounding", "pointing_game"),
+    "pointing_game": ("grounding", "pointing_game"), "pointing_uniform": ("grounding", "uniform_pointing_game"),
+    "pointing_init": ("grounding", "init", "pointing_game"), "attention_in_mask": ("grounding", "attention_in_mask"),
+    **{f"pointing_{m}": ("grounding", "per_modality", m, "pointing_game") for m in ("xray", "ct", "mri", "ultrasound")},
     "router_image": ("routing", "image", "accuracy"), "router_text": ("routing", "text", "accuracy"),
 }
 

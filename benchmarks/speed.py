@@ -5,12 +5,15 @@ two things measured in one interleaved run (issue 18):
   same input, random weights): the time ratio beside the ratio of multiply-adds (torch's flop counter),
   and their quotient (goal: at most 1.25);
 - ``train``: one MedMoE training step (global + local + auxiliary losses, routed experts, backward)
-  against Swin-T + BERT trained with the global loss only (goal: at least 0.5 x its speed);
+  against Swin-T + BERT trained with the global loss only (goal: at least 0.5 x its speed), beside the ratio
+  of their multiply-adds (forward + backward);
 - ``zeroshot``: scoring every prompt of the shipped RSNA prompt file (317) with the default scoring
   against encoding the same images (goal: at most 0.5 x the encoding), and beside it the word-region
   logits alone (every prompt word against every region, one matmul): the floor of any exact scoring;
+  each beside its multiply-add ratio;
 - ``bf16`` (``--parts bf16``): one training step under bf16 autocast on CPU (``--precision bf16``) against
-  float32: the speed-up and the error of the losses and the gradient;
+  float32, for MedMoE and for the Swin-T + BERT global-only model on the same batch: the speed-up and the
+  error of the losses and of the gradient (relative L2 over all parameters, and the cosine);
 - ``--compile``: ``encode_image`` with the backbone and text encoder compiled (``model/compile.py``) against eager;
 - ``--memory``: the peak resident memory of one training step at batch 32 (a fresh process each).
 
@@ -30,7 +33,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from medmoe.config import load_config
+from medmoe.config import load_config, parse_overrides
 from medmoe.losses import MedMoELoss, global_contrastive_loss
 from medmoe.model.medmoe import MedMoE
 from medmoe.model.text import resolve_text_source
@@ -111,36 +114,60 @@ def train_part(model, args) -> dict:
         text = model.text(batch["tokens"])[0]
         sum(global_contrastive_loss(pooled_proj(pooled), text, model.config.temp3)).backward()
 
+    macs = {"medmoe": gmacs(medmoe_step), "global_only": gmacs(global_only_step)}  # forward + backward
     seconds = interleaved({"medmoe": medmoe_step, "global_only": global_only_step}, args.repeats)
     return {"part": "train", "batch": args.train_batch, "medmoe_s": round(seconds["medmoe"], 3),
             "global_only_s": round(seconds["global_only"], 3),
-            "medmoe_speed_vs_global_only": round(seconds["global_only"] / seconds["medmoe"], 3)}
+            "medmoe_speed_vs_global_only": round(seconds["global_only"] / seconds["medmoe"], 3),
+            "medmoe_gmacs": round(macs["medmoe"], 1), "global_only_gmacs": round(macs["global_only"], 1),
+            "mac_ratio_global_only_over_medmoe": round(macs["global_only"] / macs["medmoe"], 3)}
 
 
 def bf16_part(model, args) -> dict:
-    """One training step in float32 and under bf16 autocast on CPU (``--precision bf16``): the time ratio,
-    each loss's relative error and the gradient's (relative L2 over all parameters, and the cosine)."""
+    """One training step in float32 and under bf16 autocast on CPU (``--precision bf16``), for MedMoE and for the
+    Swin-T + BERT global-only model on the same batch: the time ratio, each loss's relative error and the
+    gradient's (relative L2 over all parameters, and the cosine)."""
     from medmoe.train.loop import autocast_for
 
     model.train()
     batch = train_batch(model, args.train_batch)
     criterion = MedMoELoss.from_config(model.config)
+    torch.manual_seed(1)
+    pooled_proj = torch.nn.Linear(model.image.backbone.channels[-1], model.config.embed_dim)
     results = {}
 
-    def step(precision: str):
+    def gradient(parameters) -> torch.Tensor:
+        return torch.cat([p.grad.flatten().double() for p in parameters if p.grad is not None])
+
+    def medmoe_step(precision: str):
         model.zero_grad(set_to_none=True)
         losses, _ = forward_backward(model, criterion, [batch], torch.device("cpu"),
                                      autocast_for(torch.device("cpu"), precision), seed=0)
-        grad = torch.cat([p.grad.flatten().double() for p in model.parameters() if p.grad is not None])
-        results[precision] = ({k: float(v) for k, v in losses.items()}, grad)
+        results["medmoe", precision] = ({k: float(v) for k, v in losses.items()}, gradient(model.parameters()))
 
-    seconds = interleaved({"fp32": lambda: step("fp32"), "bf16": lambda: step("bf16")}, args.repeats)
-    (exact, g32), (low, g16) = results["fp32"], results["bf16"]
-    return {"part": "bf16", "batch": args.train_batch, "fp32_s": round(seconds["fp32"], 3),
-            "bf16_s": round(seconds["bf16"], 3), "bf16_speedup": round(seconds["fp32"] / seconds["bf16"], 3),
-            **{f"{k}_loss_rel_error": round(abs(low[k] - v) / max(abs(v), 1e-12), 5) for k, v in exact.items()},
-            "grad_rel_l2_error": round(float((g16 - g32).norm() / g32.norm()), 5),
-            "grad_cosine": round(float(torch.nn.functional.cosine_similarity(g16, g32, dim=0)), 5)}
+    def global_only_step(precision: str):  # the backbone, the text encoder and a projection: the global loss only
+        model.zero_grad(set_to_none=True)
+        pooled_proj.zero_grad(set_to_none=True)
+        torch.manual_seed(0)  # the same dropout in both precisions, as forward_backward's seed does for MedMoE
+        with autocast_for(torch.device("cpu"), precision)():
+            _, pooled = model.image.features(batch["images"])
+            text = model.text(batch["tokens"])[0]
+            loss = sum(global_contrastive_loss(pooled_proj(pooled), text, model.config.temp3))
+        loss.backward()
+        parts = [*model.image.backbone.parameters(), *model.text.parameters(), *pooled_proj.parameters()]
+        results["global_only", precision] = ({"global": float(loss)}, gradient(parts))
+
+    seconds = interleaved({"fp32": lambda: medmoe_step("fp32"), "bf16": lambda: medmoe_step("bf16")}, args.repeats)
+    global_only_step("fp32")
+    global_only_step("bf16")
+    out = {"part": "bf16", "batch": args.train_batch, "fp32_s": round(seconds["fp32"], 3),
+           "bf16_s": round(seconds["bf16"], 3), "bf16_speedup": round(seconds["fp32"] / seconds["bf16"], 3)}
+    for name in ("medmoe", "global_only"):
+        (exact, g32), (low, g16) = results[name, "fp32"], results[name, "bf16"]
+        out |= {f"{name}_{k}_loss_rel_error": round(abs(low[k] - v) / max(abs(v), 1e-12), 5) for k, v in exact.items()}
+        out |= {f"{name}_grad_rel_l2_error": round(float((g16 - g32).norm() / g32.norm()), 5),
+                f"{name}_grad_cosine": round(float(torch.nn.functional.cosine_similarity(g16, g32, dim=0)), 5)}
+    return out
 
 
 def zeroshot_part(model, args) -> dict:
@@ -155,13 +182,16 @@ def zeroshot_part(model, args) -> dict:
         encoded = model.encode_image(images)
         words = torch.cat([w[:n] for w, n in zip(bank.words, bank.lengths.tolist())])  # [M, D] every real word
         regions = encoded.local_map.flatten(2)  # [B, D, S]
-        seconds = interleaved({"encode": lambda: model.encode_image(images),
-                               "score": lambda: class_scores(model, encoded, bank),
-                               "logits": lambda: torch.matmul(words, regions)}, args.repeats)
+        steps = {"encode": lambda: model.encode_image(images), "score": lambda: class_scores(model, encoded, bank),
+                 "logits": lambda: torch.matmul(words, regions)}
+        macs = {name: gmacs(step) for name, step in steps.items()}
+        seconds = interleaved(steps, args.repeats)
     return {"part": "zeroshot", "images": args.zeroshot_batch, "prompts": len(bank.prompt_class),
             "words": len(words), "encode_s": round(seconds["encode"], 3), "score_s": round(seconds["score"], 3),
             "score_over_encode": round(seconds["score"] / seconds["encode"], 3),
-            "logits_over_encode": round(seconds["logits"] / seconds["encode"], 3)}
+            "score_mac_ratio": round(macs["score"] / macs["encode"], 3),
+            "logits_over_encode": round(seconds["logits"] / seconds["encode"], 3),
+            "logits_mac_ratio": round(macs["logits"] / macs["encode"], 3)}
 
 
 def compile_part(model, args) -> dict:
@@ -215,12 +245,16 @@ def main():
     parser.add_argument("--compile", action="store_true", help="also time the compiled encode_image")
     parser.add_argument("--memory", action="store_true", help="also the peak memory of a batch-32 training step")
     parser.add_argument("--memory-step", type=int, help=argparse.SUPPRESS)  # the subprocess of --memory
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="configuration overrides of the paper preset (e.g. attention=gloria temp1=4)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.memory_step:
         return memory_step(args.memory_step)
-    model = paper_model()
-    print(json.dumps({"torch": torch.__version__, "threads": args.threads, "device": "cpu"}), flush=True)
+    overrides = parse_overrides(args.set)
+    model = paper_model(**overrides)
+    print(json.dumps({"torch": torch.__version__, "threads": args.threads, "device": "cpu", "set": overrides}),
+          flush=True)
     for part in args.parts:
         parts = {"image": image_part, "train": train_part, "zeroshot": zeroshot_part, "bf16": bf16_part}
         print(json.dumps(parts[part](model, args)), flush=True)

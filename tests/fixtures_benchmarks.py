@@ -95,6 +95,39 @@ def write_rsna(root: Path) -> None:
     write_csv(root / "stage_2_detailed_class_info.csv", ["patientId", "class"], info)
 
 
+MSCXR_HEADER = ["dicom_id", "category_name", "label_text", "path", "x", "y", "w", "h", "image_width",
+                "image_height", "split"]
+
+
+def write_mscxr(root: Path, version: str = "1.1.0") -> list[list[str]]:
+    """MS-CXR as PhysioNet ships it: MS_CXR_Local_Alignment_v<version>.csv (one row per box; v1.0.0 without
+    ``split``) beside MIMIC-CXR-JPG's files/pNN/pNNNNNNNN/sNNNNNNNN/<dicom_id>.jpg. Five phrases on 64 x 64
+    JPEGs, each with a bright box: d1 has two boxes (two rows), d2 is a 128 x 128 copy downsized to 64 x 64
+    (boxes in the full size's pixels) kept under another folder, d3's image is missing. Returns the rows."""
+    rows = []
+    for i, (category, phrase, boxes) in enumerate([
+            ("Pneumonia", "right lower lobe pneumonia", [[8, 30, 20, 20]]),
+            ("Pleural effusion", "small left pleural effusion", [[36, 40, 20, 16], [40, 20, 10, 10]]),
+            ("Cardiomegaly", "enlarged heart", [[40, 60, 60, 40]]),
+            ("Pneumothorax", "small apical pneumothorax", [[4, 4, 10, 10]]),
+            ("Lung opacity", "patchy opacity at the left base", [[40, 44, 16, 16]])]):
+        dicom, full = f"d{i}", 128 if i == 2 else 64
+        path = f"files/p1{i}/p1{i}000001/s5{i}000001/{dicom}.jpg"
+        for x, y, w, h in boxes:
+            rows.append([dicom, category, phrase, path, x, y, w, h, full, full, "test" if i % 2 else "train"])
+        if i == 3:
+            continue  # the image is missing
+        image = np.full((full, full), 40, np.uint8)
+        for x, y, w, h in boxes:
+            image[y : y + h, x : x + w] = 220
+        target = root / ("downsized" if i == 2 else ".") / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).resize((64, 64)).save(target, quality=95)
+    header = MSCXR_HEADER if version != "1.0.0" else MSCXR_HEADER[:-1]
+    write_csv(root / f"MS_CXR_Local_Alignment_v{version}.csv", header, [r[: len(header)] for r in rows])
+    return rows
+
+
 def ddti_outline(*points) -> str:
     """A DDTI mark's svg text: a JSON list of freehand outlines."""
     return json.dumps([{"points": [{"x": x, "y": y} for x, y in points], "annotation": {}, "regionType": "freehand"}])
@@ -172,6 +205,7 @@ def write_benchmark_root(root: Path) -> None:
     """Every benchmark dataset under ``root``, one folder each, as ``medmoe benchmark --root`` expects."""
     write_chexpert(root / "chexpert")
     write_rsna(root / "rsna-pneumonia")
+    write_mscxr(root / "ms-cxr")
     write_ddti(root / "thyroid-us", extra=8)
     write_busi(root / "breast-us")
     write_mrnet(root / "mrnet")

@@ -1,5 +1,7 @@
 """`medmoe app`: what the page shows for an upload, the server under bad uploads, and the page in a
 real headless browser (Debian's chromium + chromium-driver through selenium)."""
+import base64
+import io
 import json
 import shutil
 import threading
@@ -7,11 +9,14 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlencode
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 import medmoe
 from medmoe.app import analyse as analyse_module
-from medmoe.app.analyse import analyse, trained_with_modalities
+from medmoe.app.analyse import analyse, map_overlay, trained_with_modalities
 from medmoe.classify import classify, expert_modalities
 from medmoe.app.server import AppServer
 from medmoe.errors import ConfigError, ImageLoadError
@@ -44,12 +49,34 @@ def test_analyse_shows_probabilities_routing_and_attention(tiny, dicom):
     assert [r["probability"] for r in result["router"]] == pytest.approx(expected.router_probabilities[0].tolist())
     assert all(r["modalities"] == [] for r in result["router"])  # never trained: no modality names
     assert result["size"] == [128, 128]  # CT_small is 128 x 128: shown as loaded (windowed), not the model's view
-    import base64
 
     assert base64.b64decode(result["image"])[:8] == b"\x89PNG\r\n\x1a\n"
-    assert base64.b64decode(result["attention"])[:8] == b"\x89PNG\r\n\x1a\n" and result["report_expert"] in range(4)
+    # the report's affirmed finding ("no effusion" is negated), over the report router's expert
+    assert [m["label"] for m in result["maps"]] == ["nodule"] and result["report_expert"] in range(4)
+    assert result["maps_of"] == "the report" and result["maps"][0]["uniform"] == pytest.approx(1 / 16 ** 2)
+    with Image.open(io.BytesIO(base64.b64decode(result["maps"][0]["overlay"]))) as overlay:
+        assert overlay.mode == "RGBA" and overlay.size == (128, 128)  # the image's size, not the model's view
     only_report = analyse(tiny, open(dicom, "rb").read(), "CT_small.dcm", [], REPORT)
-    assert "probabilities" not in only_report and "attention" in only_report and only_report["expert"] == result["expert"]
+    assert "probabilities" not in only_report and only_report["maps"] and only_report["expert"] == result["expert"]
+    asked = analyse(tiny, open(dicom, "rb").read(), "CT_small.dcm", [], REPORT, ["effusion", "pneumonia", " "])
+    assert [m["label"] for m in asked["maps"]] == ["effusion", "pneumonia"]
+    assert asked["maps_note"] == "read on its own (not in the report): pneumonia"
+    prompt = analyse(tiny, open(dicom, "rb").read(), "CT_small.dcm", CLASSES)  # no report: the top class's prompt
+    top = max(prompt["probabilities"], key=prompt["probabilities"].get)
+    assert prompt["maps_of"] == f"the prompt '{top}'" and [m["label"] for m in prompt["maps"]] == [top]
+    assert "report_expert" not in prompt
+
+
+def test_map_overlay_covers_the_models_crop_of_the_image():
+    grid = torch.zeros(4, 4)
+    grid[0, 0] = 1.0  # the top-left region of the centre crop
+    overlay = map_overlay(grid, (100, 200), size=64)  # a wide image: the crop is its middle 100 x 100
+    assert overlay.shape == (100, 200, 4)
+    assert (overlay[:, :50, 3] == 0).all() and (overlay[:, 150:, 3] == 0).all() and (overlay[:, 50:150, 3] > 0).all()
+    peak = np.unravel_index(overlay[..., 3].argmax(), (100, 200))
+    assert peak[0] < 25 and 50 <= peak[1] < 75
+    big = map_overlay(grid, (3000, 2000), size=224)  # a radiograph: at most 1024 pixels on its longest side
+    assert big.shape == (1024, 683, 4)
 
 
 @pytest.mark.slow
@@ -82,7 +109,7 @@ def test_bad_uploads_are_clear_errors(tiny, dicom, monkeypatch):
         analyse(tiny, whole[: len(whole) // 2], "broken.dcm", CLASSES)  # a DICOM cut off in its pixel data
     with pytest.raises(ImageLoadError, match="header.dcm: DICOM file has no pixel data"):
         analyse(tiny, header, "header.dcm", CLASSES)
-    with pytest.raises(ConfigError, match="class names, a report"):
+    with pytest.raises(ConfigError, match="class names, a report, or words to map"):
         analyse(tiny, open(dicom, "rb").read(), "CT_small.dcm", ["", " "], "  ")
     monkeypatch.setattr(analyse_module, "MAX_UPLOAD", 1000)
     with pytest.raises(ImageLoadError, match="over the 0 MB upload limit"):
@@ -115,9 +142,23 @@ def post(url, data: bytes, **query):
         return exc.code, json.load(exc)
 
 
+def png_declaring(width: int, height: int) -> bytes:
+    """A 100-byte PNG whose header declares ``width`` x ``height`` pixels."""
+    import struct
+    import zlib
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
 def test_server_answers_bad_uploads_and_keeps_serving(server, dicom):
     status, body = post(server, b"\x00" * 300, name="noise.bin", classes="a,b")
     assert status == 400 and body["error"].startswith("noise.bin: ")
+    status, body = post(server, png_declaring(40000, 40000), name="bomb.png", classes="a,b")  # 1.6 G pixels declared
+    assert status == 400 and body["error"].startswith("bomb.png: ") and "refused before decoding" in body["error"]
     status, body = post(server, open(dicom, "rb").read(), name="CT_small.dcm", classes="pneumonia,normal")
     assert status == 200 and set(body["probabilities"]) == {"pneumonia", "normal"}
     with urllib.request.urlopen(server + "/", timeout=60) as response:
@@ -180,7 +221,29 @@ def routing_text(result: dict) -> str:
     if result["report_expert"] == result["expert"]:
         return f"The report router agrees: expert {result['expert']}."
     return (f"The image and report routers disagree: the report router chose expert {result['report_expert']}, "
-            "whose attention is shown below.")
+            "whose word maps are shown.")
+
+
+def assert_maps_drawn(browser, expected: dict) -> None:
+    """The word maps as the page shows them: one button per mapped word, the first pressed, its overlay
+    laid exactly over the image (the same rendered box, at least 256 px wide), a caption with its peak;
+    a click on the last word shows its map instead."""
+    from selenium.webdriver.common.by import By
+
+    maps = expected["maps"]
+    buttons = browser.find_elements(By.CSS_SELECTOR, "#map-words button")
+    assert [b.text for b in buttons] == [m["label"] for m in maps]
+    assert [b.get_attribute("aria-pressed") for b in buttons] == ["true"] + ["false"] * (len(maps) - 1)
+    image, overlay = (browser.find_element(By.ID, i) for i in ("map-image", "map-overlay"))
+    under, over = box(browser, image), box(browser, overlay)
+    assert under["width"] >= 256 and under["width"] == pytest.approx(box(browser, browser.find_element(By.ID, "image"))["width"])
+    assert all(over[k] == pytest.approx(under[k], abs=0.5) for k in ("x", "y", "width", "height")), (under, over)
+    caption = browser.find_element(By.ID, "map-caption")
+    assert caption.text.startswith(f"{maps[0]['label']}: highest attention {maps[0]['peak']:.4f} (a uniform map: ")
+    buttons[-1].click()
+    assert caption.text.startswith(f"{maps[-1]['label']}: highest attention {maps[-1]['peak']:.4f}")
+    assert buttons[-1].get_attribute("aria-pressed") == "true"
+    assert overlay.get_attribute("src").endswith(maps[-1]["overlay"])
 
 
 def submit(browser, path) -> str:
@@ -209,10 +272,12 @@ def test_page_in_a_headless_browser(tiny, server, browser, small_mr, dicom, tmp_
     browser.get(server + "/")
     browser.find_element(By.ID, "classes").send_keys(", ".join(CLASSES))
     browser.find_element(By.ID, "report").send_keys(REPORT)
+    browser.find_element(By.ID, "words").send_keys("nodule, right lung, pneumonia")
     assert submit(browser, small_mr) == ""
     WebDriverWait(browser, 300).until(lambda d: d.execute_script(
-        "return ['image', 'attention'].every((id) => document.getElementById(id).naturalWidth > 0)"))
-    expected = analyse(tiny, open(small_mr, "rb").read(), "MR_small.dcm", CLASSES, REPORT)
+        "return ['image', 'map-image', 'map-overlay'].every((id) => document.getElementById(id).naturalWidth > 0)"))
+    expected = analyse(tiny, open(small_mr, "rb").read(), "MR_small.dcm", CLASSES, REPORT,
+                       ["nodule", "right lung", "pneumonia"])
     assert expected["size"] == [64, 64] and expected["report_expert"] != expected["expert"], \
         "MR_small with REPORT no longer exercises disagreeing routers: pick another report"
     probabilities = expected["probabilities"]
@@ -222,10 +287,13 @@ def test_page_in_a_headless_browser(tiny, server, browser, small_mr, dicom, tmp_
     assert_bars_drawn(browser, "router", {f"expert {r['expert']}": r["probability"] for r in expected["router"]})
     assert browser.find_element(By.ID, "expert").text == f"expert {expected['expert']}"
     assert browser.find_element(By.ID, "report-routing").text == routing_text(expected)
-    image, attention = (browser.find_element(By.ID, i) for i in ("image", "attention"))
+    assert browser.find_element(By.ID, "maps-of").text == ("The attention of words of the report over the image "
+                                                            "(read on its own (not in the report): pneumonia).")
+    assert_maps_drawn(browser, expected)
+    image = browser.find_element(By.ID, "image")
     assert box(browser, image)["width"] >= 256
-    assert box(browser, image)["width"] == pytest.approx(box(browser, attention)["width"], abs=0.5)
-    assert image.value_of_css_property("image-rendering") == "pixelated"
+    for shown in (image, browser.find_element(By.ID, "map-image")):
+        assert shown.value_of_css_property("image-rendering") == "pixelated"
 
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
@@ -240,9 +308,14 @@ def test_page_in_a_headless_browser(tiny, server, browser, small_mr, dicom, tmp_
     large = tmp_path / "large.png"  # wider than the page: scaled down smoothly
     Image.new("L", (2000, 1000), 128).save(large)
     browser.find_element(By.ID, "report").clear()
+    browser.find_element(By.ID, "words").clear()
     assert submit(browser, large) == ""
-    assert not attention.is_displayed() and browser.find_element(By.ID, "report-routing").text == ""
+    assert browser.find_element(By.ID, "report-routing").text == ""
     assert box(browser, image)["width"] < 2000 and image.value_of_css_property("image-rendering") == "auto"
+    expected = analyse(tiny, large.read_bytes(), "large.png", CLASSES)  # no report: the most probable class
+    top = max(expected["probabilities"], key=expected["probabilities"].get)
+    assert browser.find_element(By.ID, "maps-of").text == f"The attention of words of the prompt '{top}' over the image."
+    assert_maps_drawn(browser, expected)  # the overlay spans the whole wide image, its map the centre crop
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,14 @@ def test_benchmark_end_to_end_on_every_dataset(tmp_path, tiny_folder, capsys):
         assert set(result["linear_probe"][name]) == {"0.01", "0.1", "1.0"}
         assert {"accuracy_mean", "accuracy_sd"} <= set(result["linear_probe"][name]["0.01"])
     assert result["zeroshot"]["chexpert-5x200"]["n"] == 30  # GLoRIA's zero-shot set: every image, not a split
+    # Table G: RSNA's test boxes with "pneumonia", MS-CXR's phrases (one image missing: skipped with a warning)
+    assert "ms-cxr: 1 of 5 phrases skipped" in printed.err
+    assert set(result["grounding"]) == {"rsna-pneumonia", "ms-cxr"} and result["grounding"]["ms-cxr"]["n"] == 4
+    ms = _row(printed.out, "ms-cxr")
+    assert ms[1:3] == ["each row's phrase", "4"] and ms[-1] == "BioViL 1.14, GLoRIA 0.93"
+    assert ms[5] == f"{result['grounding']['ms-cxr']['cnr']:.2f}"
+    assert _row(printed.out, "rsna-pneumonia")[1] == '"pneumonia"'
+
     assert (tmp_path / "root" / "medmoe-manifests" / "mrnet-acl.jsonl").exists()
 
     # a second root holding only BUSI: thyroid is skipped, BUSI's manifest is prepared, then reused
@@ -72,6 +80,17 @@ def test_benchmark_end_to_end_on_every_dataset(tmp_path, tiny_folder, capsys):
     assert "Skipped: thyroid-us (no folder" in printed.out and "breast-us: reusing" in printed.err
     result = json.loads(out.read_text())
     assert set(result["skipped"]) == {"thyroid-us"} and set(result["zeroshot"]) == {"breast-us"}
+
+
+def test_table_g_prints_each_grounding_dataset_beside_a_uniform_map():
+    result = {"scoring": "both", "ensemble": "mean", "seeds": [0], "datasets": {"rsna-pneumonia": "m"},
+              "skipped": {"ms-cxr": "no folder x"}, "zeroshot": {}, "linear_probe": {},
+              "grounding": {"rsna-pneumonia": {"pointing_game": 0.25, "uniform_pointing_game": 0.125, "cnr": 0.5,
+                                               "attention_in_mask": 0.2, "uniform_attention_in_mask": 0.125, "n": 8}}}
+    text = tables(result)
+    assert _row(text, "rsna-pneumonia") == ["rsna-pneumonia", '"pneumonia"', "8", "0.250 (0.125)", "0.200 (0.125)",
+                                            "0.50", "-"]
+    assert _row(text, "ms-cxr")[-1] == "skipped (no folder x)"
 
 
 def test_the_fine_tuning_table_is_ours_beside_the_probe():

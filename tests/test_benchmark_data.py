@@ -14,7 +14,7 @@ from medmoe.errors import ConfigError, DataError
 from medmoe.eval.zeroshot import load_prompts
 
 from fixtures_benchmarks import (ORGANS, OBSERVATIONS, ddti_outline, write_busi, write_chexpert, write_csv, write_ddti,
-                                 write_ddti_case, write_medimeta, write_mrnet, write_rsna)
+                                 write_ddti_case, write_medimeta, write_mrnet, write_mscxr, write_rsna)
 
 
 def _lines(manifest: Path) -> list[dict]:
@@ -149,6 +149,35 @@ def test_rsna_non_numeric_box_is_a_one_line_error_naming_the_row(tmp_path):
     labels.write_text(labels.read_text().replace("p003,10,20,30,40,1", "p003,10,twenty,30,40,1"))
     with pytest.raises(DataError, match=r"stage_2_train_labels.csv row 6: a box needs numeric"):
         prepare("rsna-pneumonia", tmp_path / "rsna", tmp_path / "m.jsonl")
+
+
+def test_mscxr_one_row_per_phrase_with_its_boxes_and_missing_images_skipped(tmp_path, capsys):
+    write_mscxr(tmp_path / "ms-cxr")
+    write_mscxr(tmp_path / "ms-cxr", version="1.0.0")  # an older file beside it: the newest is read
+    assert main(["data", "prepare", "ms-cxr", "--root", str(tmp_path / "ms-cxr"), "--out", str(tmp_path / "m.jsonl")]) == 0
+    assert "ms-cxr: 1 of 5 phrases skipped: their image is not under" in capsys.readouterr().err
+    rows = {r["phrase"]: r for r in map(json.loads, (tmp_path / "m.jsonl").read_text().splitlines())}
+    assert set(rows) == {"right lower lobe pneumonia", "small left pleural effusion", "enlarged heart",
+                         "patchy opacity at the left base"}
+    effusion = rows["small left pleural effusion"]
+    assert effusion["boxes"] == [[36, 40, 20, 16], [40, 20, 10, 10]] and effusion["box_size"] == [64, 64]
+    assert effusion["report"] == effusion["phrase"] and effusion["labels"] == ["Pleural effusion"]
+    assert effusion["split"] == "test" and effusion["source_split"] == "test" and effusion["patient"] == "p11000001"
+    heart = rows["enlarged heart"]  # found by its dicom_id in a copy laid out otherwise, boxes in full-size pixels
+    assert heart["image"].startswith("ms-cxr/downsized/") and heart["box_size"] == [128, 128]
+    manifest = read_manifest(tmp_path / "m.jsonl")
+    assert {r.phrase for r in manifest.rows} == set(rows) and not manifest.unusable
+    assert next(r for r in manifest.rows if r.phrase == "enlarged heart").boxes == [[40, 60, 60, 40]]
+
+
+def test_mscxr_bad_box_names_file_and_row(tmp_path, capsys):
+    write_mscxr(tmp_path / "ms-cxr")
+    csv_file = tmp_path / "ms-cxr" / "MS_CXR_Local_Alignment_v1.1.0.csv"
+    lines = csv_file.read_text().splitlines()
+    lines[2] = lines[2].replace(",20,16,", ",twenty,16,")  # d1's first box, data row 3
+    csv_file.write_text("\n".join(lines) + "\n")
+    assert main(["data", "prepare", "ms-cxr", "--root", str(tmp_path / "ms-cxr"), "--out", str(tmp_path / "m.jsonl")]) == 1
+    assert "row 3: column 'w' must be a number (got 'twenty')" in capsys.readouterr().err
 
 
 def test_patient_split_is_seeded_and_keeps_patients_together(tmp_path):

@@ -12,7 +12,7 @@ import medmoe
 from medmoe.cli import main
 from medmoe.data.manifest import Row
 from medmoe.eval.embed import Embeddings
-from medmoe.eval.grounding import _summary, _word_scores, finding_words
+from medmoe.eval.grounding import box_mask, case_scores, cnr, phrase_words, summarise
 from medmoe.eval.probe import linear_probe_scores
 from medmoe.eval.retrieval import recall_at_k
 from medmoe.eval.routing import routing_scores
@@ -144,19 +144,46 @@ def test_grounding_scores_on_a_known_peak():
     mask[:8, :8] = True  # the top-left quarter
     inside = torch.zeros(4, 4)
     inside[0, 0] = 1.0
-    hit, mass = _word_scores(inside, mask)
-    assert hit == 1.0 and mass > 0.9
+    hit, mass, _, area = case_scores(inside, inside, mask)
+    assert hit == 1.0 and mass > 0.9 and area == 0.25
     outside = torch.zeros(4, 4)
     outside[3, 3] = 1.0
-    hit, mass = _word_scores(outside, mask)
+    hit, mass, _, _ = case_scores(outside, outside, mask)
     assert hit == 0.0 and mass < 0.1
-    uniform_hit, uniform_mass = _word_scores(torch.full((4, 4), 1 / 16), mask)
-    assert uniform_mass == pytest.approx(0.25)
-    s = _summary([(1.0, 0.9, 0.25), (0.0, 0.1, 0.25)])
-    assert s == {"pointing_game": 0.5, "attention_in_mask": 0.5, "uniform_pointing_game": 0.25,
-                 "uniform_attention_in_mask": 0.25, "n_words": 2}
-    assert finding_words(["Moderate", "left", "pleural", "effusion"], "effusion") == [3]
-    assert finding_words(["a", "liver", "lesion", "no", "stone"], "liver lesion") == [1, 2]
+    _, uniform_mass, uniform_cnr, _ = case_scores(torch.full((4, 4), 1 / 16), torch.full((4, 4), 0.3), mask)
+    assert uniform_mass == pytest.approx(0.25) and uniform_cnr == 0.0
+    s = summarise([(1.0, 0.9, 2.0, 0.25), (0.0, 0.1, 0.0, 0.25)])
+    assert s == {"pointing_game": 0.5, "attention_in_mask": 0.5, "cnr": 1.0, "uniform_pointing_game": 0.25,
+                 "uniform_attention_in_mask": 0.25, "n": 2}
+
+
+def test_cnr_matches_a_map_computed_by_hand():
+    # inside: 1, 2, 3 (mean 2, variance 2/3); outside: 0, 0, 0, 1, 1, 1 (mean 0.5, variance 0.25)
+    values = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    mask = torch.tensor([[True, True, True], [False, False, False], [False, False, False]])
+    assert cnr(values, mask) == pytest.approx(1.5 / np.sqrt(2 / 3 + 0.25))
+    assert cnr(-values, mask) == pytest.approx(cnr(values, mask))  # |difference|: contrast either way
+    assert cnr(torch.ones(3, 3), mask) == 0.0
+
+
+def test_box_mask_scales_boxes_drawn_on_another_size():
+    mask = box_mask([[10, 20, 30, 40]], height=100, width=200)
+    assert mask.sum() == 30 * 40 and mask[20, 10] and mask[59, 39] and not mask[60, 40]
+    # the same box drawn on a 400 x 200 copy (MS-CXR's image_width, image_height) of this 200 x 100 image
+    half = box_mask([[20, 40, 60, 80]], height=100, width=200, frame=[400, 200])
+    assert (half == mask).all()
+    both = box_mask([[0, 0, 5, 5], [190, 90, 50, 50]], height=100, width=200)  # a box past the edge is cut
+    assert both.sum() == 25 + 10 * 10
+
+
+def test_phrase_words_finds_the_finding_else_the_content_words():
+    assert phrase_words(["Moderate", "left", "pleural", "effusion"], "effusion") == [3]
+    assert phrase_words(["a", "liver", "lesion", "no", "kidney", "stone"], "kidney stone") == [4, 5]
+    assert phrase_words(["stone", "in", "the", "kidney", "a", "kidney", "stone"], "kidney stone") == [5, 6]
+    assert phrase_words(["small", "left", "apical", "pneumothorax"], None) == [0, 1, 2, 3]
+    assert phrase_words(["there", "is", "a", "small", "opacity"], "Pneumonia") == [3, 4]
+    tokens = ["opacity", "in", "the", "right", "lower", "lobe", "no", "effusion"]  # an MS-CXR phrase in its text
+    assert phrase_words(tokens, "opacity in the right lower lobe") == [0, 3, 4, 5]
 
 
 @pytest.fixture(scope="module")

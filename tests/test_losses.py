@@ -1,5 +1,7 @@
 """Losses against a literal per-report transcription of GLoRIA's gloria_loss.py (float64)."""
 
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -104,6 +106,30 @@ def ref_zero_shot_local(img_features, words, cap_lens, temp1=4.0, temp2=5.0):
     return torch.cat(similarities, 1)
 
 
+def ref_cosine_local_loss(img_features, words, cap_lens, temp1=10.0, temp2=5.0, temp3=10.0, agg="sum"):
+    """The local loss with ``attention="cosine"``, written out pair by pair: each word's attention over the
+    regions is softmax_s(temp1 * cos(t_n, v_s)), its context the weighted sum of the regions."""
+    b = img_features.shape[0]
+    regions = img_features.flatten(2)  # [B, D, S]
+    scores = torch.empty(b, b, dtype=img_features.dtype)  # [image, report]
+    maps = []
+    for i in range(b):
+        t = words[i, : int(cap_lens[i])]  # [n, D]
+        for j in range(b):
+            cos = torch.stack([torch.stack([torch.nn.functional.cosine_similarity(t[k], regions[j][:, s], dim=0)
+                                            for s in range(regions.shape[2])]) for k in range(len(t))])
+            attention = torch.softmax(temp1 * cos, dim=1)  # [n, S]
+            if i == j:
+                maps.append(attention)
+            context = attention @ regions[j].T  # [n, D]
+            sim = torch.exp(temp2 * ref_cosine_similarity(t, context))
+            sim = sim.sum() if agg == "sum" else sim.mean()
+            scores[j, i] = torch.log(sim)
+    scores = scores * temp3
+    labels = torch.arange(b)
+    return nn.CrossEntropyLoss()(scores, labels), nn.CrossEntropyLoss()(scores.T, labels), maps
+
+
 # ---------------------------------------------------------------- fixtures
 
 
@@ -175,6 +201,49 @@ def test_local_matches_gloria_ragged(agg, temps):
 
 
 @pytest.mark.parametrize("agg", ["sum", "mean"])
+def test_cosine_attention_matches_its_literal_form(agg):
+    regions, words, lengths = make_inputs(seed=11)
+
+    def ours(r, w):
+        a, b = local_contrastive_loss(r, w, lengths, 10.0, 5.0, 10.0, agg, attention="cosine")
+        return a + 0.7 * b
+
+    def ref(r, w):
+        a, b, _ = ref_cosine_local_loss(r, w, lengths, agg=agg)
+        return a + 0.7 * b
+
+    v1, gr1, gw1 = grads(ours, regions, words)
+    v2, gr2, gw2 = grads(ref, regions, words)
+    assert abs(v1.item() - v2.item()) < 1e-9
+    assert torch.allclose(gr1, gr2, rtol=1e-7, atol=1e-10) and torch.allclose(gw1, gw2, rtol=1e-7, atol=1e-10)
+    _, _, maps = ref_cosine_local_loss(regions, words, lengths)
+    att = word_attention(regions, words, lengths, 10.0, "cosine")
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.allclose(att[i, :n].flatten(1), maps[i], atol=1e-12)
+    # a multiple of a word or a region attends the same: cosines, not products dominated by norms
+    scaled = word_attention(regions * torch.linspace(0.1, 10, regions.shape[-1], dtype=regions.dtype), words * 7.0,
+                            lengths, 10.0, "cosine")
+    assert torch.allclose(att, scaled, atol=1e-12)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        local_contrastive_loss(regions, words, lengths, attention="dot")
+
+
+def test_cosine_attention_peak_is_not_bounded_by_the_word_softmax():
+    """GLoRIA's attention gives one region at most e^temp1 times another's weight; the cosine form lets a
+    word that matches one region of 36 put most of its weight there."""
+    d = 8
+    regions = torch.zeros(1, d, 6, 6, dtype=torch.float64)
+    regions[0, 1] = 1.0  # every region along axis 1 ...
+    regions[0, :, 2, 3] = 0.0
+    regions[0, 0, 2, 3] = 1.0  # ... but one along axis 0, which the first word names
+    words = torch.zeros(1, 2, d, dtype=torch.float64)
+    words[0, 0, 0], words[0, 1, 1] = 1.0, 1.0
+    cosine = word_attention(regions, words, torch.tensor([2]), 10.0, "cosine")[0, 0]
+    gloria = word_attention(regions, words, torch.tensor([2]), 4.0, "gloria")[0, 0]
+    assert cosine[2, 3] > 0.99 and gloria[2, 3] < math.exp(4) / (math.exp(4) + 35)
+
+
+@pytest.mark.parametrize("agg", ["sum", "mean"])
 def test_local_padding_is_ignored(agg):
     regions, words, lengths = make_inputs(seed=3)
     base = local_contrastive_loss(regions, words, lengths, agg=agg)
@@ -210,15 +279,15 @@ def test_local_gradients_match_gloria(agg):
     assert (gw1[pad] == 0).all()
 
 
-@pytest.mark.parametrize("agg", ["sum", "mean"])
-def test_local_chunked_equals_unchunked(agg):
+@pytest.mark.parametrize("agg, attention", [("sum", "gloria"), ("mean", "gloria"), ("sum", "cosine")])
+def test_local_chunked_equals_unchunked(agg, attention):
     regions, words, lengths = make_inputs(lengths=(2, 6, 1, 4, 8, 3, 5), seed=5)
     n, d, s = words.shape[1], words.shape[2], regions.shape[2] * regions.shape[3]
     per_pair = n * max(s, d) * 8
 
     def run(budget):
         def f(r, w):
-            a, b = local_contrastive_loss(r, w, lengths, agg=agg, block_bytes=budget)
+            a, b = local_contrastive_loss(r, w, lengths, agg=agg, attention=attention, block_bytes=budget)
             return a + 0.3 * b
 
         return grads(f, regions, words)
@@ -231,8 +300,8 @@ def test_local_chunked_equals_unchunked(agg):
         assert torch.allclose(full[2], part[2], rtol=1e-9, atol=1e-12)
     # also without autograd (no checkpoint)
     with torch.no_grad():
-        a = local_contrastive_loss(regions, words, lengths, agg=agg, block_bytes=3 * per_pair)
-        b = local_contrastive_loss(regions, words, lengths, agg=agg)
+        a = local_contrastive_loss(regions, words, lengths, agg=agg, attention=attention, block_bytes=3 * per_pair)
+        b = local_contrastive_loss(regions, words, lengths, agg=agg, attention=attention)
     assert torch.allclose(a[0], b[0], atol=1e-10) and torch.allclose(a[1], b[1], atol=1e-10)
 
 

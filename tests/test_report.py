@@ -33,16 +33,31 @@ def test_rank_words_peaked_first_and_skips_stop_words():
     assert len(rank_words(tokens, maps, max_words=1)) == 1
 
 
-def test_explain_figure_writes_png(tmp_path):
+def test_explain_figure_draws_each_map_at_a_readable_size_and_says_where_its_peak_is(tmp_path):
+    """A 64 x 48 image is shown enlarged, each panel some 448 pixels tall, not as a thumbnail; with the
+    finding's mask, each panel says whether its map's peak lies inside it."""
     image = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(64, 48)
-    tokens = ["no", "consolidation", "in", "right", "lobe"]
-    maps = torch.as_tensor(_attention(tokens, {"consolidation": 0.8}))
-    out = explain_figure(image, tokens, maps, tmp_path / "sub" / "attn.png", expert=2, title="case 1")
+    mask = np.zeros((64, 48), bool)
+    mask[10:30, 10:30] = True
+    inside, outside = np.zeros((8, 6)), np.zeros((8, 6))
+    inside[2, 2], outside[7, 5] = 1.0, 1.0
+    out = explain_figure(image, [("consolidation", inside), ("lobe", outside)], tmp_path / "sub" / "attn.png",
+                         expert=2, title="case 1", mask=mask)
     with Image.open(out) as png:
         width, height = png.size
-    assert out.exists() and 400 < width < 2000 and 150 < height < 800  # one row: image + 3 words
+    assert out.exists() and width >= 3 * 300 and 420 <= height < 800  # one row: the image and two maps
     with pytest.raises(ValueError):
-        explain_figure(np.zeros((3, 8, 8)), tokens, maps, tmp_path / "bad.png")
+        explain_figure(np.zeros((3, 8, 8)), [("x", inside)], tmp_path / "bad.png")
+    import matplotlib.figure
+
+    captions = []
+    original = matplotlib.axes.Axes.set_xlabel
+    try:
+        matplotlib.axes.Axes.set_xlabel = lambda ax, text, **kw: captions.append(text) or original(ax, text, **kw)
+        explain_figure(image, [("consolidation", inside), ("lobe", outside)], tmp_path / "b.png", mask=mask)
+    finally:
+        matplotlib.axes.Axes.set_xlabel = original
+    assert captions == ["max 1.000, peak in the finding", "max 1.000, peak outside the finding"]
 
 
 def test_figures_leave_the_backend_alone(tmp_path):
@@ -50,7 +65,7 @@ def test_figures_leave_the_backend_alone(tmp_path):
     import matplotlib
 
     with matplotlib.rc_context({"backend": "pdf"}):
-        png = explain_figure(np.zeros((32, 32)), ["effusion"], np.full((1, 4, 4), 1 / 16), tmp_path / "a.png")
+        png = explain_figure(np.zeros((32, 32)), [("effusion", np.full((4, 4), 1 / 16))], tmp_path / "a.png")
         write_report(tmp_path, {"medmoe": _variant(0.6, routing=True)}, {"medmoe": _log(tmp_path / "m.jsonl", 0.0)})
         assert matplotlib.rcParams["backend"] == "pdf"
     for path in (png, tmp_path / "loss_curves.png", tmp_path / "routing_confusion.png"):
@@ -75,7 +90,7 @@ def _variant(base: float, routing: bool) -> dict:
             "1.0": {"accuracy_mean": base + 0.05, "accuracy_sd": 0.01, "n_train": 2400}}},
         "routing": {"modalities": MODALITIES, "num_experts": 0},
         "grounding": {"pointing_game": 0.35, "attention_in_mask": 0.2, "uniform_pointing_game": 0.05,
-                      "uniform_attention_in_mask": 0.05, "n_words": 300},
+                      "uniform_attention_in_mask": 0.05, "n": 300},
     }
     if routing:
         confusion = (np.eye(4) * 70).astype(int).tolist()
@@ -107,7 +122,7 @@ def test_write_report(tmp_path):
     results = {"medmoe": _variant(0.6, routing=True), "static": _variant(0.5, routing=False)}
     logs = {"medmoe": _log(tmp_path / "m.jsonl", 0.0, routed=True), "static": _log(tmp_path / "s.jsonl", 0.3)}
     attention_png = tmp_path / "figs" / "attn_0.png"
-    explain_figure(np.zeros((32, 32)), ["effusion"], np.full((1, 4, 4), 1 / 16), attention_png, expert=0)
+    explain_figure(np.zeros((32, 32)), [("effusion", np.full((4, 4), 1 / 16))], attention_png, expert=0)
 
     path = write_report(tmp_path / "report", results, logs, figures=[attention_png, tmp_path / "gone.png"])
     report = path.read_text()

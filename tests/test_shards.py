@@ -162,6 +162,53 @@ def test_data_shard_command(manifest, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "3 shards" in printed and "43 samples" in printed and "1 skipped" in printed
     assert f"{tmp_path / 's'}/{{000000..000002}}.tar" in printed
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["000000.tar", "000001.tar", "000002.tar",
-                                                                  "shards.json"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "000000.json", "000000.tar", "000001.json", "000001.tar", "000002.json", "000002.tar", "plan.json", "shards.json"]
     assert main(["data", "shard", str(manifest), "--out", str(tmp_path / "t"), "--shard-size", "20", "--split", "nope"]) == 1
+
+
+def test_shards_at_training_resolution_read_back_as_the_sources(manifest, tmp_path):
+    """--max-side: each image decoded, its longer side brought to 100 (the 128-pixel CT, the 120-pixel JPEG), never
+    enlarged (the 64-pixel PNGs), stored as PNG (16-bit for the DICOM and NIfTI) or JPEG for a JPEG; read back, each
+    is the source resized as the model resizes, to the precision of its encoding; the stream trains on them."""
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from medmoe.data.shards import decode_prepared
+
+    jpeg = manifest.parent / "images" / "photo.jpg"
+    Image.fromarray((np.random.default_rng(3).random((90, 120)) * 255).astype(np.uint8)).save(jpeg, quality=95)
+    with_jpeg = manifest.parent / "with_jpeg.jsonl"
+    with_jpeg.write_text(manifest.read_text() + json.dumps({"image": "images/photo.jpg", "report": "A photo."}) + "\n")
+    summary = write_shards(with_jpeg, tmp_path / "s", shard_size=7, progress=False, max_side=100, workers=2)
+    assert summary["samples"] == 43 and summary["max_side"] == 100 and len(summary["skipped"]) == 2
+    kinds = {}
+    for tar in sorted((tmp_path / "s").glob("*.tar")):
+        files = members(tar)
+        for key in (k[: -len(".json")] for k in files if k.endswith(".json")):
+            meta = json.loads(files[key + ".json"])
+            data = next(v for k, v in files.items() if k.startswith(key + ".") and k.endswith((".png", ".jpg")))
+            image = decode_prepared(data, meta["prepared"], "gray")
+            source = torch.from_numpy(load_image(manifest.parent / meta["source"]))[None, None]
+            expected = F.interpolate(source, size=image.shape, mode="bilinear", antialias=True, align_corners=False)
+            error = (torch.from_numpy(image) - expected[0, 0].clamp(0, 1)).abs()
+            kinds[meta["source"].split("/")[-1]] = (meta["prepared"], image.shape)
+            bound = {"png8": 0.5 / 255, "png16": 0.5 / 65535, "jpeg": 0.1}[meta["prepared"]] + 1e-6
+            assert error.max() <= bound and error.mean() < 0.02, (meta["source"], float(error.max()))  # JPEG of noise
+    assert kinds["ct_small"] == ("png16", (100, 100)) and kinds["brain.nii.gz"] == ("png16", (24, 20))
+    assert kinds["000000.png"] == ("png8", (64, 64)) and kinds["photo.jpg"] == ("jpeg", (75, 100))
+    batch = next(iter(shard_batches(tmp_path / "s", ImageTransform(32), MODALITIES, 4, 0)))
+    assert batch["images"].shape == (4, 3, 32, 32) and not batch["skipped"]
+
+
+def test_shard_writing_resumes_and_refuses_other_settings(manifest, tmp_path):
+    out = tmp_path / "s"
+    first = write_shards(manifest, out, shard_size=10, progress=False)
+    (out / "000002.tar").unlink()
+    (out / "000002.json").unlink()  # as if stopped while writing the third shard
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+    again = write_shards(manifest, out, shard_size=10, progress=False)
+    assert again == first and (out / "000002.tar").is_file()
+    assert all((out / name).stat().st_mtime_ns == t for name, t in before.items())  # the others not rewritten
+    with pytest.raises(FileExistsError, match="other settings"):
+        write_shards(manifest, out, shard_size=10, progress=False, max_side=32)

@@ -105,6 +105,30 @@ def test_default_draws_follow_the_documented_scheme(tmp_path):
         assert row["report"] == sample.report and np.array_equal(read_png(tmp_path / row["image"])[1], sample.image)
 
 
+def test_sanity_set_varies_only_the_finding_and_reports_only_it(tmp_path):
+    """Every sample has a finding; two samples of a modality differ only in and around their findings (the
+    cyst's posterior enhancement), and each report is its finding sentence alone."""
+    rows = [json.loads(line) for line in
+            generate(tmp_path, 40, seed=3, size=64, progress=False, sanity=True).read_text().splitlines()]
+    assert all(r["finding"] != "normal" and r["mask"] for r in rows)
+    for row in rows:
+        names = set(row["finding"].split())
+        assert names <= set(re.findall(r"\w+", row["report"].lower())) and row["report"].count(".") == 1
+        assert row["location"] is None or row["location"] in row["report"].lower()  # cardiomegaly has none
+    for modality in MODALITIES:
+        same = [r for r in rows if r["modality"] == modality and r["finding"] != "cardiomegaly"][:2]
+        if len(same) < 2:
+            continue
+        (a, b), (ma, mb) = ([read_png(tmp_path / r[k])[1] for r in same] for k in ("image", "mask"))
+        outside = (ma == 0) & (mb == 0)
+        if modality == "ultrasound":  # the enhancement below a cyst reaches past its mask
+            outside &= np.arange(64)[:, None] < min(np.nonzero(ma)[0].min(), np.nonzero(mb)[0].min())
+        assert np.array_equal(a[outside], b[outside]) and not np.array_equal(a, b)
+    # the default set is untouched by the option: the same files as before it existed (see the scheme test)
+    assert generate(tmp_path / "plain", 5, seed=3, size=64, progress=False).read_text() != \
+        (tmp_path / "manifest.jsonl").read_text()
+
+
 MIX = {"xray": 0.6, "ct": 0.25, "mri": 0.1, "ultrasound": 0.05}
 
 

@@ -35,7 +35,7 @@ def model_input(model, image) -> torch.Tensor:
     if isinstance(image, torch.Tensor) and image.ndim == 3:
         return image
     transform = ImageTransform.of(model.config)
-    return transform(transform.load(image) if isinstance(image, (str, os.PathLike)) else image)
+    return transform(transform.load(image, reduced=True) if isinstance(image, (str, os.PathLike)) else image)
 
 
 def expert_modalities(model) -> dict[int, list[str]]:

@@ -25,6 +25,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what ImageNet-pretrained Swin weights e
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MEDCLIP_MEAN, MEDCLIP_STD = 0.5862785803043838, 0.27950088968644304  # MedCLIP's constants.py, on grey x 3 channels
 
+ATTENTIONS = ("gloria", "cosine")  # the word attention over regions (losses._region_weights; docs/design.md §10)
 LOCAL_AGGS = ("sum", "mean")  # the local loss's word aggregation: log sum_n exp or log mean_n exp (losses.py)
 ROUTINGS = ("text", "label", "image")  # which router drives dispatch in training (model/gate.py; docs/design.md §3)
 EXPERT_INITS = ("random", "upcycle")  # how the K experts start (model/gate.py; docs/design.md §9)
@@ -72,7 +73,10 @@ class MedMoEConfig:
     freeze_text: bool = option(False, "keep the text encoder's weights fixed")
     text_clean: str = "none"  # "gloria": lower-case, ASCII, sentences of >= 3 words (GLoRIA's report cleaning)
     # losses (docs/design.md §5; GLoRIA defaults)
-    temp1: float = 4.0
+    # the word attention over regions (docs/design.md §10): cosine, softmax over regions of temp1 x cos(word,
+    # region), the measured default; gloria, GLoRIA's code (softmax over words, x temp1, softmax over regions)
+    attention: str = "cosine"
+    temp1: float = 10.0  # the attention's temperature (cosine: x the cosine; GLoRIA's 4: x the softmax over words)
     temp2: float = 5.0
     temp3: float = 10.0
     local_agg: str = "sum"
@@ -103,6 +107,8 @@ class MedMoEConfig:
             raise ConfigError(f"dispatch must be 'top1' or 'soft' (got {self.dispatch!r})")
         if not self.scales or any(l not in (1, 2, 3, 4) for l in self.scales) or len(set(self.scales)) != len(self.scales):
             raise ConfigError(f"scales must be distinct pyramid levels from 1..4 (got {self.scales!r})")
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"attention must be one of {', '.join(ATTENTIONS)} (got {self.attention!r})")
         if self.local_agg not in LOCAL_AGGS:
             raise ConfigError(f"local_agg must be one of {', '.join(LOCAL_AGGS)} (got {self.local_agg!r})")
         if self.num_experts < 1:

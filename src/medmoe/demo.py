@@ -89,7 +89,8 @@ def run_demo(configs: dict[str, MedMoEConfig], args: TrainArgs, n: int = 3000) -
                             **evaluate(MedMoE.from_pretrained(run), manifest, "test", progress=False)}
         atomic_write_text(root / f"eval_{variant}.json", json.dumps(results[variant], indent=2) + "\n")
         logs[variant] = run / "metrics.jsonl"
-    figures = attention_figures(MedMoE.from_pretrained(root / next(iter(configs))), manifest, root / "report")
+    figures = attention_figures(MedMoE.from_pretrained(root / first), manifest, root / "report",
+                                results[first].get("grounding"))
     report = write_report(root / "report", results, logs, figures, notes=f"Budget: {budget}.")
     for variant, result in results.items():
         print(f"\n{variant}: zero-shot (test)\n{format_task('zeroshot', result['zeroshot'])}")
@@ -102,13 +103,22 @@ def run_demo(configs: dict[str, MedMoEConfig], args: TrainArgs, n: int = 3000) -
     return report
 
 
-def attention_figures(model, manifest: Path, out: Path) -> list[Path]:
-    """One explain figure per modality: the first test image with a masked finding."""
+def attention_figures(model, manifest: Path, out: Path, grounding: dict | None = None) -> list[Path]:
+    """One explain figure per modality: the first test image with a masked finding, the maps of its report's
+    findings with the mask outlined, and the modality's pointing game on the test split (``grounding``: the
+    model's ``medmoe eval grounding`` result) beside a uniform map's and the model's at initialisation."""
     figures, seen = [], set()
     for row in read_manifest(manifest).split("test"):
         if row.mask is None or row.modality in seen:
             continue
         seen.add(row.modality)
-        figures.append(explain(model, row.image, row.report, out / f"attention_{row.modality}.png",
-                               title=f"{row.modality}: {row.labels[0]}")[0])
+        title = f"{row.modality}: {row.labels[0]}"
+        scores = (grounding or {}).get("per_modality", {}).get(row.modality, {})
+        if "pointing_game" in scores:
+            start = grounding.get("init", {}).get("per_modality", {}).get(row.modality, {}).get("pointing_game")
+            title += (f"\npointing game (test, {scores['n']} findings) {scores['pointing_game']:.3f}, uniform map "
+                      f"{scores['uniform_pointing_game']:.3f}" + (f", at initialisation {start:.3f}" if start is not None
+                                                                   else ""))
+        figures.append(explain(model, row.image, row.report, out / f"attention_{row.modality}.png", title=title,
+                               mask=row.mask)[0])
     return figures

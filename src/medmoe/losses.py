@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .config import LOCAL_AGGS
+from .config import ATTENTIONS, LOCAL_AGGS
 from .distributed import all_gather_with_grad, is_distributed
 from .precision import upcast
 
@@ -82,6 +82,12 @@ def check_agg(agg: str, allowed: tuple[str, ...] = LOCAL_AGGS) -> None:
     """ValueError unless ``agg`` is one of ``allowed`` (the local loss's word aggregations by default)."""
     if agg not in allowed:
         raise ValueError(f"agg must be one of {', '.join(map(repr, allowed))}, got {agg!r}")
+
+
+def check_attention(attention: str) -> None:
+    """ValueError unless ``attention`` is one of ``ATTENTIONS``."""
+    if attention not in ATTENTIONS:
+        raise ValueError(f"attention must be one of {', '.join(map(repr, ATTENTIONS))}, got {attention!r}")
 
 
 def _two_way_ce(image_rows: Tensor, report_rows: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
@@ -169,18 +175,38 @@ def _report_blocks(sorted_lengths: list[int], n_images: int, row_bytes: int, bud
     return bj, blocks
 
 
-def _word_cosines(w: Tensor, mask: Tensor, ctx: Tensor, temp1: float) -> Tensor:
+def _attention_inputs(w: Tensor, ctx: Tensor, attention: str) -> tuple[Tensor, Tensor]:
+    """What the attention logits are products of: the words [.., N, D] and regions [.., D, S] themselves
+    (``"gloria"``: raw products) or both unit-normalised (``"cosine"``)."""
+    if attention == "cosine":
+        return F.normalize(w, dim=-1), F.normalize(ctx, dim=-2)
+    return w, ctx
+
+
+def _region_weights(logits: Tensor, real: Tensor, temp1: float, attention: str) -> Tensor:
+    """Each word's attention over the regions (docs/design.md §10), from its logits [..., N, S] and the
+    mask ``real`` [..., N, 1] of real words; in place on ``logits`` (a matmul output: autograd keeps
+    matmul's inputs, not its output).
+
+    ``"gloria"`` (GLoRIA's ``attention_fn``): softmax over the report's real words per region, times
+    temp1, softmax over regions; the region logits lie in [0, temp1], so one region gets at most
+    e^temp1 times another's weight, and what all the report's words share cancels in the first softmax.
+    ``"cosine"``: softmax over regions of temp1 x cos(t_n, v_s) (GLoRIA paper's Eq. 3 on cosines)."""
+    if attention == "gloria":
+        return torch.softmax(torch.softmax(logits.masked_fill_(~real, float("-inf")), dim=-2) * temp1, dim=-1)
+    return torch.softmax(logits.mul_(temp1), dim=-1)
+
+
+def _word_cosines(w: Tensor, mask: Tensor, ctx: Tensor, temp1: float, attention: str) -> Tensor:
     """cos(c_in, t_in) for a block of reports i and images j (GLoRIA ``attention_fn`` + ``cosine``):
     w [bi, N, D] words with padded rows zeroed; mask [bi, N] real words; ctx [bj, D, S] image
     regions. Returns [bj, bi, N] (padded words: arbitrary, mask them)."""
     bi, n, d = w.shape
     bj, _, s = ctx.shape
-    # s[j, i, n, r] = <t_in, v_jr>: one product for all pairs of the block
-    a = torch.bmm(w.reshape(1, bi * n, d).expand(bj, bi * n, d), ctx)  # [bj, bi * n, s]
-    # in place on the bmm output itself (not a view of it): bmm saves its inputs, not its output
-    a = a.masked_fill_(~mask.reshape(1, bi * n, 1), float("-inf")).view(bj, bi, n, s)
-    p = torch.softmax(a, dim=2)  # over the report's real words, per region (attention_fn, 1st softmax)
-    q = torch.softmax(p * temp1, dim=3)  # over regions, per word (2nd softmax)
+    wa, ca = _attention_inputs(w, ctx, attention)
+    # logits[j, i, n, r] from <t_in, v_jr>: one product for all pairs of the block
+    a = torch.bmm(wa.reshape(1, bi * n, d).expand(bj, bi * n, d), ca).view(bj, bi, n, s)
+    q = _region_weights(a, mask.view(1, bi, n, 1), temp1, attention)
     c = torch.bmm(q.view(bj, bi * n, s), ctx.transpose(1, 2)).view(bj, bi, n, d)  # weighted context
     num = (c * w[None]).sum(dim=-1)
     den = (w.norm(dim=-1)[None] * c.norm(dim=-1)).clamp(min=EPS)
@@ -188,22 +214,21 @@ def _word_cosines(w: Tensor, mask: Tensor, ctx: Tensor, temp1: float) -> Tensor:
 
 
 def _pair_scores(
-    w: Tensor, mask: Tensor, log_len: Tensor, ctx: Tensor, *, temp1: float, temp2: float, agg: str
+    w: Tensor, mask: Tensor, log_len: Tensor, ctx: Tensor, *, temp1: float, temp2: float, agg: str, attention: str
 ) -> Tensor:
     """Z(i, j) for a block of reports i and images j (GLoRIA ``local_loss`` inner loop; with
     ``agg="max"`` its zero-shot ``get_local_similarities``). Shapes as ``_word_cosines`` plus
     log_len [bi]; returns [bj, bi] (rows images, columns reports), before the ``temp3`` scale."""
-    z = (_word_cosines(w, mask, ctx, temp1) * temp2).masked_fill(~mask[None], float("-inf"))
+    z = (_word_cosines(w, mask, ctx, temp1, attention) * temp2).masked_fill(~mask[None], float("-inf"))
     if agg == "max":
         return z.amax(dim=-1)  # log max_n exp(temp2 * cos)
     z = torch.logsumexp(z, dim=-1)  # log sum_n exp(temp2 * cos)
     return z - log_len[None] if agg == "mean" else z
 
 
-def _diagonal_attention(w: Tensor, mask: Tensor, ctx: Tensor, temp1: float) -> Tensor:
+def _diagonal_attention(w: Tensor, mask: Tensor, ctx: Tensor, temp1: float, attention: str) -> Tensor:
     """Word attention of report i over its own image i: [B, N, S], zeros at padded words."""
-    a = torch.bmm(w, ctx).masked_fill(~mask[:, :, None], float("-inf"))
-    q = torch.softmax(torch.softmax(a, dim=1) * temp1, dim=2)
+    q = _region_weights(torch.bmm(*_attention_inputs(w, ctx, attention)), mask[:, :, None], temp1, attention)
     return q.masked_fill(~mask[:, :, None], 0.0)
 
 
@@ -214,17 +239,19 @@ def _masked_words(words: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def word_attention(regions: Tensor, words: Tensor, lengths: Tensor, temp1: float = 4.0) -> Tensor:
+def word_attention(regions: Tensor, words: Tensor, lengths: Tensor, temp1: float = 4.0,
+                   attention: str = "gloria") -> Tensor:
     """Each report's word attention over its own image (GLoRIA ``attention_fn`` on the diagonal
     pairs): regions [B, D, H, W], words [B, N, D], lengths [B] -> [B, N, H, W], zeros at padding."""
+    check_attention(attention)
     b, d, h, wd = regions.shape
     regions, words = upcast(regions), upcast(words)
     w, mask = _masked_words(words, torch.as_tensor(lengths, device=words.device))
-    return _diagonal_attention(w, mask, regions.reshape(b, d, h * wd), temp1).view(b, w.shape[1], h, wd)
+    return _diagonal_attention(w, mask, regions.reshape(b, d, h * wd), temp1, attention).view(b, w.shape[1], h, wd)
 
 
 def _local_scores(ctx: Tensor, words: Tensor, lengths: Tensor, *, temp1: float, temp2: float, agg: str,
-                  budget: int) -> Tensor:
+                  attention: str, budget: int) -> Tensor:
     """Z(i, j) of every image j (ctx [Bi, D, S]) and report i (words [Br, N, D]): [Bi, Br].
 
     Reports are processed longest first in blocks of similar length, each block cut to its own
@@ -239,7 +266,7 @@ def _local_scores(ctx: Tensor, words: Tensor, lengths: Tensor, *, temp1: float, 
     order = sorted(range(len(lens)), key=lambda k: -lens[k])  # longest report first
     row_bytes = max(s, d) * ctx.element_size()
     bj, blocks = _report_blocks([lens[k] for k in order], bi, row_bytes, budget)
-    fn = partial(_pair_scores, temp1=temp1, temp2=temp2, agg=agg)
+    fn = partial(_pair_scores, temp1=temp1, temp2=temp2, agg=agg, attention=attention)
     fits = bi * len(lens) * lens[order[0]] * row_bytes <= budget
     use_ckpt = not fits and torch.is_grad_enabled() and (ctx.requires_grad or w.requires_grad)
 
@@ -263,18 +290,20 @@ def _local_scores(ctx: Tensor, words: Tensor, lengths: Tensor, *, temp1: float, 
 
 @torch.no_grad()
 def local_similarity(regions: Tensor, words: Tensor, lengths: Tensor, temp1: float = 4.0, temp2: float = 5.0,
-                     agg: str = "max", *, block_bytes: int | None = None) -> Tensor:
+                     agg: str = "max", *, attention: str = "gloria", block_bytes: int | None = None) -> Tensor:
     """Image-report local similarity Z(i, j) of every image j (regions [Bi, D, H, W]) and report i
     (words [Br, N, D], lengths [Br]) without the ``temp3`` scale: [Bi, Br]. The word attention is the
     local loss's; ``agg="max"`` is GLoRIA's zero-shot ``get_local_similarities`` (temp2 x the best
     word's cosine), ``"sum"``/``"mean"`` the training aggregation."""
     check_agg(agg, SIMILARITY_AGGS)
+    check_attention(attention)
     regions, words = upcast(regions), upcast(words)
     dtype = torch.promote_types(regions.dtype, words.dtype)
     b, d = regions.shape[:2]
     lengths = torch.as_tensor(lengths, device=regions.device).reshape(-1)
     return _local_scores(regions.to(dtype).reshape(b, d, -1), words.to(dtype), lengths, temp1=temp1, temp2=temp2,
-                         agg=agg, budget=LOCAL_BLOCK_BYTES if block_bytes is None else int(block_bytes))
+                         agg=agg, attention=attention,
+                         budget=LOCAL_BLOCK_BYTES if block_bytes is None else int(block_bytes))
 
 
 def local_contrastive_loss(
@@ -286,6 +315,7 @@ def local_contrastive_loss(
     temp3: float = 10.0,
     agg: str = "sum",
     *,
+    attention: str = "gloria",
     block_bytes: int | None = None,
     gather: bool = False,
 ) -> tuple[Tensor, Tensor]:
@@ -299,6 +329,8 @@ def local_contrastive_loss(
         temp1, temp2, temp3: GLoRIA's attention sharpness, word-aggregation and pair-score
             temperatures.
         agg: ``"sum"`` (``log sum_n exp``) or ``"mean"`` (``log mean_n exp``).
+        attention: the word attention over regions, ``"gloria"`` (GLoRIA's code) or ``"cosine"``
+            (``_region_weights``).
         block_bytes: budget for the largest intermediate of one block of reports x images
             (default ``LOCAL_BLOCK_BYTES``).
         gather: under distributed training, score this rank's images against every rank's
@@ -311,6 +343,7 @@ def local_contrastive_loss(
         only when asked for.
     """
     check_agg(agg)
+    check_attention(attention)
     if regions.dim() != 4 or words.dim() != 3:
         raise ValueError(f"expected regions [B, D, H, W] and words [B, N, D], got {tuple(regions.shape)}, {tuple(words.shape)}")
     b, d = regions.shape[:2]
@@ -329,7 +362,7 @@ def local_contrastive_loss(
         regions, words = regions.to(dtype), words.to(dtype)
         lengths = lengths.to(regions.device)
         ctx = regions.reshape(b, d, -1)  # [B, D, S], a view for contiguous input
-        score = partial(_local_scores, temp1=temp1, temp2=temp2, agg=agg,
+        score = partial(_local_scores, temp1=temp1, temp2=temp2, agg=agg, attention=attention,
                         budget=LOCAL_BLOCK_BYTES if block_bytes is None else int(block_bytes))
         if not (gather and is_distributed()):
             scores = score(ctx, words, lengths) * temp3  # [B images, B reports]
@@ -385,6 +418,7 @@ class MedMoELoss(torch.nn.Module):
         w_local: float = 1.0,
         w_aux: float = 1.0,
         *,
+        attention: str = "gloria",
         block_bytes: int | None = None,
         gather_local: bool = False,
         gather: bool = True,
@@ -392,7 +426,8 @@ class MedMoELoss(torch.nn.Module):
     ) -> None:
         super().__init__()
         check_agg(agg)
-        self.temp1, self.temp2, self.temp3, self.agg = temp1, temp2, temp3, agg
+        check_attention(attention)
+        self.temp1, self.temp2, self.temp3, self.agg, self.attention = temp1, temp2, temp3, agg, attention
         self.w_global, self.w_local, self.w_aux = w_global, w_local, w_aux
         self.block_bytes = block_bytes  # local-loss block budget (None: LOCAL_BLOCK_BYTES)
         self.gather_local = gather_local and gather
@@ -404,7 +439,7 @@ class MedMoELoss(torch.nn.Module):
         """The loss a model configuration trains with (its temperatures, aggregation and weights);
         ``kwargs`` set the rest (open_clip's ``create_loss``)."""
         return cls(config.temp1, config.temp2, config.temp3, config.local_agg, config.w_global, config.w_local,
-                   config.w_aux, **kwargs)
+                   config.w_aux, attention=config.attention, **kwargs)
 
     def forward(
         self,
@@ -421,7 +456,7 @@ class MedMoELoss(torch.nn.Module):
         glob = g_i2t + g_t2i
         if self.w_local:
             l_i2t, l_t2i = local_contrastive_loss(
-                regions, words, lengths, self.temp1, self.temp2, self.temp3, self.agg,
+                regions, words, lengths, self.temp1, self.temp2, self.temp3, self.agg, attention=self.attention,
                 block_bytes=self.block_bytes, gather=self.gather_local)
             loc = l_i2t + l_t2i
         else:

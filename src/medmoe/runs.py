@@ -5,6 +5,8 @@
     RUN/checkpoints/latest         name of the newest complete checkpoint, replaced atomically
     RUN/data.json                  what the run trains on: its manifests (absolute paths) or shards, and the
                                    training samples per modality ("unknown" for rows without one)
+    RUN/model_config.json          the model configuration the run started from (pretrained parts named as
+                                   given), which with train_args.json's seed rebuilds its initial weights
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from .files import atomic_write_text
 
 LATEST = "latest"
 DATA_FILE = "data.json"
+MODEL_CONFIG_FILE = "model_config.json"
 
 
 def checkpoints_dir(run: str | Path) -> Path:
@@ -49,3 +52,11 @@ def training_data(run: str | Path | None) -> dict | None:
     """``RUN/data.json`` (see the module docstring), or None for a run without one."""
     path = Path(run) / DATA_FILE if run is not None else None
     return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
+def initial_state(run: str | Path | None) -> tuple[dict, int] | None:
+    """(the model configuration ``run`` started from, its seed), or None for a run without them."""
+    if run is None or not (Path(run) / MODEL_CONFIG_FILE).is_file() or not (Path(run) / "train_args.json").is_file():
+        return None
+    return (json.loads((Path(run) / MODEL_CONFIG_FILE).read_text()),
+            json.loads((Path(run) / "train_args.json").read_text())["seed"])

@@ -1,5 +1,5 @@
 """The app's HTTP server: ``GET /`` the page, ``GET /health``, ``POST /api/analyse`` (body: the
-file's bytes; query: ``name``, ``classes`` (comma-separated), ``report``) -> JSON. A bad upload
+file's bytes; query: ``name``, ``classes`` (comma-separated), ``report``, ``words`` (comma-separated)) -> JSON. A bad upload
 is a 400 with ``{"error": message}``; the server keeps serving. One request runs the model at a time."""
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ class Handler(BaseHTTPRequestHandler):
         classes = query.get("classes", "").split(",")
         try:
             with self.server.lock:
-                result = analyse(self.server.model, data, name, classes, query.get("report", ""))
+                result = analyse(self.server.model, data, name, classes, query.get("report", ""),
+                                 query.get("words", "").split(","))
         except MedMoEError as exc:
             return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
         except Exception as exc:  # the page says what went wrong and the server keeps serving

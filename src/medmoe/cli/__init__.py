@@ -11,8 +11,10 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from ..data.io import MAX_PIXELS_ENV
 from ..errors import DataError, MedMoEError, TrainingError
 from . import data, evaluation, training, use
 
@@ -21,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medmoe", description="MedMoE: modality-specialised mixture-of-experts "
                                      "vision-language pretraining for medical images.")
     parser.add_argument("--version", action="version", version=f"medmoe {__import__('medmoe').__version__}")
+    parser.add_argument("--max-pixels", type=int, metavar="N",
+                        help="refuse image files that declare more pixels than N (rows x columns x frames x samples), "
+                        "before decoding them, in every format; default: $MEDMOE_MAX_PIXELS, else Pillow's 89,478,485")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for family in (data, training, evaluation, use):
         family.register(sub)
@@ -34,6 +39,8 @@ def _error(exc: Exception, status: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.max_pixels is not None:  # the environment reaches data workers and torchrun's processes too
+        os.environ[MAX_PIXELS_ENV] = str(args.max_pixels)
     try:
         return args.func(args)
     except (DataError, TrainingError) as exc:  # the data or the run could not be used

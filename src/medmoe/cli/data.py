@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -44,8 +45,8 @@ def cmd_synth(args) -> int:
         raise ConfigError("--n must be >= 1 and --size >= 32")
     mix = None if args.mix is None else _synth_mix(args.mix)
     manifest = generate(out, n=args.n, seed=args.seed, size=args.size, difficulty=difficulty,
-                        progress=not args.quiet, mix=mix)
-    print(f"wrote {args.n} MedSynth images and {manifest}")
+                        progress=not args.quiet, mix=mix, sanity=args.sanity)
+    print(f"wrote {args.n} MedSynth images{' (grounding sanity set)' if args.sanity else ''} and {manifest}")
     return 0
 
 
@@ -69,7 +70,8 @@ def cmd_shard(args) -> int:
     from ..data.shards import write_shards
 
     out = out_of(args, "medmoe data shard")
-    summary = write_shards(args.manifest, out, args.shard_size, split=args.split, progress=not args.quiet)
+    summary = write_shards(args.manifest, out, args.shard_size, split=args.split, progress=not args.quiet,
+                           max_side=args.max_side, quality=args.quality, workers=args.workers)
     last = len(summary["shards"]) - 1
     print(f"wrote {len(summary['shards'])} shards, {summary['samples']} samples ({len(summary['skipped'])} skipped "
           f"rows) and shards.json to {out}")
@@ -229,6 +231,8 @@ def register(sub) -> None:
     p.add_argument("--lesion-scale", type=float, help="lesion size scale (default: the generator's)")
     p.add_argument("--mix", metavar="MODALITY=WEIGHT,...", help="modality mix, e.g. "
                    "xray=0.6,ct=0.25,mri=0.1,ultrasound=0.05; weights are normalised (default: uniform)")
+    p.add_argument("--sanity", action="store_true", help="the grounding sanity set: every image has a finding, on "
+                   "one fixed background per modality, and its report is the finding sentence alone")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
@@ -246,9 +250,17 @@ def register(sub) -> None:
                             description="Write OUT/000000.tar, ... (image file bytes as they are, report, metadata) "
                             "and OUT/shards.json, for medmoe train --data 'OUT/{000000..00000K}.tar'.")
     q.add_argument("manifest")
-    add_out(q, "DIR", "output folder (new, or without .tar files)", legacy_positional=True)
+    add_out(q, "DIR", "output folder (new, or one this command wrote: it resumes, writing the missing shards)",
+            legacy_positional=True)
     q.add_argument("--shard-size", type=int, required=True, metavar="N", help="samples per shard (at most)")
     q.add_argument("--split", metavar="NAME", help="only this split's rows (default: all rows)")
+    q.add_argument("--max-side", type=int, metavar="PIXELS", help="store each image decoded and resized to this "
+                   "longer side (never enlarged): a JPEG for a JPEG source, else a PNG (16-bit for DICOM, NIfTI and "
+                   "other deep grey sources), so training never decodes a full-size file again (default: the source "
+                   "files' bytes as they are)")
+    q.add_argument("--quality", type=int, default=90, help="JPEG quality with --max-side (default: 90)")
+    q.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
+                   help="processes writing shards side by side (default: one per CPU)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_shard)
     q = data_sub.add_parser("prepare", help="write the manifest of a dataset as its publisher ships it",

@@ -39,7 +39,7 @@ def cmd_benchmark(args) -> int:
     print(text)
     write_text(args.markdown, text + "\n")
     write_json(args.json, {"model": str(args.model), **result})
-    return 0 if result["zeroshot"] or result["linear_probe"] else 1
+    return 0 if result["zeroshot"] or result["linear_probe"] or result.get("grounding") else 1
 
 
 def _pretraining_manifests(model: str, given: list[str]) -> list[str]:
@@ -64,7 +64,8 @@ def _pretraining_manifests(model: str, given: list[str]) -> list[str]:
 def cmd_explain(args) -> int:
     from ..eval.explain import explain
 
-    out, expert = explain(load_model(args), args.image, args.report, args.out, title=Path(args.image).name)
+    out, expert = explain(load_model(args), args.image, args.report, args.out, title=Path(args.image).name,
+                          words=args.words, mask=args.mask)
     print(f"wrote {out}" + (f" (routed to expert {expert})" if expert is not None else ""))
     return 0
 
@@ -86,7 +87,7 @@ def _benchmark_epilog() -> str:
 
 
 def register(sub) -> None:
-    from ..data.benchmarks import DATASETS
+    from ..data.benchmarks import ADAPTERS
 
     p = sub.add_parser("eval", help="evaluate a trained model (zero-shot, retrieval, probing, routing, grounding)",
                        description="Evaluate a model on a manifest split; prints tables, optionally writes JSON.")
@@ -109,8 +110,8 @@ def register(sub) -> None:
                        epilog=_benchmark_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model(p)
     p.add_argument("--root", required=True, metavar="DIR", help="one folder per dataset (see below)")
-    p.add_argument("--datasets", nargs="+", metavar="NAME", choices=list(DATASETS),
-                   help=f"only these of {', '.join(DATASETS)} (default: all)")
+    p.add_argument("--datasets", nargs="+", metavar="NAME", choices=list(ADAPTERS),
+                   help=f"only these of {', '.join(ADAPTERS)} (default: all)")
     p.add_argument("--manifests", metavar="DIR", help="where manifests are prepared and reused (default: "
                    "DIR/medmoe-manifests; delete a manifest to prepare it again)")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits and the CheXpert prompt sample (default: 0)")
@@ -131,9 +132,15 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("explain", help="word-region attention maps of one image and report (paper Figure 3)",
-                       description="Overlay each word's attention on the image and name the routed expert.")
+                       description="Overlay the attention of the words you ask about (default: the findings the "
+                       "report affirms) on the image and name the routed expert.")
     add_model(p)
     p.add_argument("--image", required=True, help="image file (PNG, JPEG, DICOM, NIfTI)")
     p.add_argument("--report", required=True, help="report text")
+    p.add_argument("--words", nargs="+", metavar="WORD",
+                   help="words or phrases to map, one panel each ('pleural effusion' in quotes); one the report does "
+                   "not contain is read on its own (default: the report's affirmed findings, else its most peaked words)")
+    p.add_argument("--mask", metavar="FILE", help="the finding's mask: its outline is drawn, each panel says whether "
+                   "its peak is inside")
     add_out(p, "PNG", "output figure")
     p.set_defaults(func=cmd_explain)

@@ -36,7 +36,7 @@ class ImageReportDataset(torch.utils.data.Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         row = self.rows[index]
         try:
-            image = self.transform.load(row.image)
+            image = self.transform.load(row.image, reduced=True)
         except ImageLoadError as exc:
             return {"row": row.row, "error": str(exc)}
         if seed is None:

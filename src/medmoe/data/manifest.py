@@ -1,7 +1,10 @@
 """Manifests: JSONL or CSV tables of image-report pairs (paths relative to the manifest).
 
-Columns: ``image``, ``report`` (required); ``modality``, ``split``, ``labels``, ``mask``, ``dataset``
-(optional; ``dataset`` names the benchmark a row belongs to, ``medmoe.data.benchmarks``). Files are read by
+Columns: ``image``, ``report`` (required); ``modality``, ``split``, ``labels``, ``mask``, ``boxes``,
+``box_size``, ``phrase``, ``dataset`` (optional; ``boxes``: the finding's boxes, [[x, y, width, height], ...] in
+pixels of the image or of ``box_size`` = [width, height] when the boxes were drawn on another size of it
+(MS-CXR); ``phrase``: the words of the report that grounding maps, default its finding, the first label;
+``dataset`` names the benchmark a row belongs to, ``medmoe.data.benchmarks``). Files are read by
 ``medmoe.data.tables`` (BOM, CRLF and .gz accepted). Bad rows never stop a run: each is skipped with its row
 number and reason; a CSV header without ``image`` or ``report`` is a one-line error.
 """
@@ -11,6 +14,8 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import ImageLoadError, ManifestError
 from .io import is_dicom, load_image
@@ -30,6 +35,9 @@ class Row:
     labels: list = field(default_factory=list)
     mask: Path | None = None
     dataset: str | None = None
+    boxes: list | None = None  # [[x, y, width, height], ...] in pixels of the image (or of box_size)
+    box_size: list | None = None  # [width, height] the boxes were drawn on (None: the image's own)
+    phrase: str | None = None  # what grounding maps (None: the finding, labels[0])
 
     @property
     def group(self) -> str | None:
@@ -73,6 +81,20 @@ def _labels(value) -> list:
     return [v.strip() for v in text.split(";") if v.strip()]
 
 
+def _numbers(value, name: str, shape: tuple[int, ...]) -> list | None:
+    """A JSON list (or its text, from a CSV cell) of numbers: ``shape`` (2,) for a size, (-1, 4) for boxes."""
+    if value is None or value == "" or value == []:
+        return None
+    try:
+        value = json.loads(value) if isinstance(value, str) else value
+        array = np.asarray(value, dtype=float).reshape(shape)
+    except (ValueError, TypeError):
+        raise ValueError(f"bad '{name}': {value!r}") from None
+    if not np.isfinite(array).all() or (array[..., -2:] <= 0).any():
+        raise ValueError(f"bad '{name}': {value!r} (sizes must be positive numbers)")
+    return array.tolist()
+
+
 def _dicom_modality(path: Path) -> str | None:
     import pydicom
 
@@ -100,7 +122,9 @@ def _parse(rec: dict, n: int, root: Path, decode: bool) -> Row:
         load_image(path)
     mask = rec.get("mask")
     return Row(n, path, report, modality, (str(rec.get("split") or "").strip() or None), _labels(rec.get("labels")),
-               (root / mask).resolve() if mask else None, str(rec.get("dataset") or "").strip() or None)
+               (root / mask).resolve() if mask else None, str(rec.get("dataset") or "").strip() or None,
+               _numbers(rec.get("boxes"), "boxes", (-1, 4)), _numbers(rec.get("box_size"), "box_size", (2,)),
+               str(rec.get("phrase") or "").strip() or None)
 
 
 def read_manifest(path: str | Path, decode: bool = False) -> Manifest:

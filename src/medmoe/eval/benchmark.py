@@ -10,7 +10,11 @@ reused: delete it to prepare again) and evaluated on its own, never pooled with 
 - linear probe (Table 2): ``eval.probe`` on the frozen image embeddings of the train/val/test splits;
 - with ``finetune`` (``linear``, ``full`` or ``lora``; ours, the paper has no such table): ``medmoe finetune``
   on the train split with early stopping on val, one run per seed of ``seeds``, test accuracy and macro AUC
-  as mean ± sd, beside our linear probe at 100 % of the labels.
+  as mean ± sd, beside our linear probe at 100 % of the labels;
+- grounding (Table G; the paper shows maps, no numbers): on the test split's rows that mark their finding
+  (``data.benchmarks.GROUNDING``): RSNA's boxes with the prompt "pneumonia" (GLoRIA's setting) and MS-CXR's
+  phrases and boxes (``eval.grounding``: pointing game, attention in the boxes and CNR, beside a uniform map;
+  MS-CXR's CNR beside BioViL's and GLoRIA's published figures).
 
 A dataset whose folder is missing, or does not hold its layout, is skipped with the reason. The
 paper's own MedMoE numbers (``medmoe/data/paper_results.json``) are printed beside ours; each table's
@@ -23,11 +27,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from ..data.benchmarks import DATASETS, FOLDERS, load_dataset_prompts, prepare
+from ..data.benchmarks import ADAPTERS, DATASETS, FOLDERS, GROUNDING, load_dataset_prompts, prepare
 from ..data.manifest import read_manifest
 from ..errors import DataError
 from . import DEFAULT_ENSEMBLE, DEFAULT_SCORING
 from .embed import embed_rows
+from .grounding import PUBLISHED_CNR, grounding_scores
 from .probe import FRACTIONS, SEEDS, linear_probe_scores
 from .zeroshot import embed_prompts, zeroshot_scores
 
@@ -131,11 +136,11 @@ def benchmark(model, root, datasets=None, manifests=None, seed: int = 0, seeds=S
     root = Path(root)
     manifests = Path(manifests) if manifests else root / MANIFESTS
     result = {"root": str(root), "manifests": str(manifests), "scoring": scoring, "ensemble": ensemble,
-              "seeds": list(seeds), "datasets": {}, "zeroshot": {}, "linear_probe": {}, "skipped": {}}
+              "seeds": list(seeds), "datasets": {}, "zeroshot": {}, "linear_probe": {}, "grounding": {}, "skipped": {}}
     if finetune:
         result.update(finetune_mode=finetune, finetune={}, finetune_skipped={})
     prepared = {}
-    for name in [d for d in DATASETS if d in (datasets or DATASETS)]:
+    for name in [d for d in ADAPTERS if d in (datasets or ADAPTERS)]:
         try:
             prepared[name] = _manifest(name, root, manifests, seed, log)
         except DataError as exc:
@@ -145,6 +150,15 @@ def benchmark(model, root, datasets=None, manifests=None, seed: int = 0, seeds=S
         result["leakage"] = leakage_check(leakage, prepared, progress, log)
     for name, manifest in prepared.items():
         result["datasets"][name] = str(manifest)
+        if name in GROUNDING:
+            log(f"{name}: grounding")
+            scores = grounding_scores(model, read_manifest(manifest).split("test"), GROUNDING[name])
+            if scores.get("n"):
+                result["grounding"][name] = scores
+            else:
+                log(f"{name}: no grounding result (no test image with boxes or a mask)")
+        if name not in DATASETS:
+            continue
         log(f"{name}: zero-shot and linear probe")
         zeroshot, probe = evaluate_dataset(model, name, manifest, seed, seeds, scoring, ensemble, progress)
         if zeroshot:
@@ -181,6 +195,7 @@ def tables(result: dict, paper: dict | None = None) -> str:
     """Tables 1 and 2 in Markdown, columns in the paper's order (accuracy, %); ours beside the paper's row."""
     paper = paper or paper_results()
     names = [d for d in DATASETS if d in result["datasets"] or d in result["skipped"]]
+    skipped = {d: why for d, why in result["skipped"].items() if d in DATASETS}
     leaks = {d: r for d, r in result.get("leakage", {}).get("datasets", {}).items() if r["leaked"]}
     columns = [f"{d} †" if d in leaks else d for d in names]  # contaminated: marked in every table
 
@@ -192,7 +207,7 @@ def tables(result: dict, paper: dict | None = None) -> str:
     avg = _average(names, ours, theirs)
     lines = [f"Table 1: zero-shot accuracy (%), {result['scoring']} scoring, {result['ensemble']} ensemble", "",
              *_table(["", *columns, "Avg."], [
-                 ["ours", *cells({d: f"{v:.2f}" for d, v in ours.items()}, result["skipped"]), avg[0]],
+                 ["ours", *cells({d: f"{v:.2f}" for d, v in ours.items()}, skipped), avg[0]],
                  [PAPER, *cells({d: f"{v:.2f}" for d, v in theirs.items()}), avg[1]]])]
     rows = []
     for f in map(str, FRACTIONS):
@@ -202,7 +217,7 @@ def tables(result: dict, paper: dict | None = None) -> str:
         avg = _average(names, ours, theirs)
         text = {d: f"{ours[d]:.2f} ± {100 * r['accuracy_sd']:.2f}" for d, r in probe.items()}
         label = f"{float(f):.0%}"
-        rows += [[label, "ours", *cells(text, result["skipped"]), avg[0]],
+        rows += [[label, "ours", *cells(text, skipped), avg[0]],
                  [label, PAPER, *cells({d: f"{v:.2f}" for d, v in theirs.items()}), avg[1]]]
     lines += ["", f"Table 2: linear-probe accuracy (%), mean ± sd over {len(result['seeds'])} seeds", "",
               *_table(["labels", "", *columns, "Avg."], rows), "",
@@ -213,6 +228,7 @@ def tables(result: dict, paper: dict | None = None) -> str:
                   "data (contaminated; `medmoe data leakage --json` lists the pairs)" for d, r in leaks.items()]
     if "finetune" in result:
         lines += ["", *finetune_table(result, names, columns)]
+    lines += ["", *grounding_table(result)]
     if result["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{d} ({why})" for d, why in result["skipped"].items())]
     return "\n".join(lines)
@@ -244,3 +260,22 @@ def finetune_table(result: dict, names: list[str], columns: list[str]) -> list[s
     if result.get("finetune_skipped"):
         lines += ["", "Not fine-tuned: " + "; ".join(f"{d} ({why})" for d, why in result["finetune_skipped"].items())]
     return lines
+
+
+def grounding_table(result: dict) -> list[str]:
+    """Table G (ours; the paper shows attention maps, no numbers): pointing game, attention in the boxes and
+    CNR on each grounding dataset, a uniform map's scores in parentheses, published CNR beside MS-CXR's."""
+    published = ", ".join(f"{name} {value:.2f}" for name, value in PUBLISHED_CNR.items())
+    rows = []
+    for name in GROUNDING:
+        r = result.get("grounding", {}).get(name)
+        if r is None:
+            why = result["skipped"].get(name, "no test image with boxes" if name in result["datasets"] else "not run")
+            rows.append([name, "-", "-", "-", "-", "-", f"skipped ({why})" if name in result["skipped"] else why])
+            continue
+        phrase = f'"{GROUNDING[name]}"' if GROUNDING[name] else "each row's phrase"
+        rows.append([name, phrase, str(r["n"]), f"{r['pointing_game']:.3f} ({r['uniform_pointing_game']:.3f})",
+                     f"{r['attention_in_mask']:.3f} ({r['uniform_attention_in_mask']:.3f})", f"{r['cnr']:.2f}",
+                     published if name == "ms-cxr" else "-"])
+    return ["Table G (ours): grounding on the test split's boxes; a uniform map's score in parentheses", "",
+            *_table(["dataset", "phrase", "n", "pointing game", "attention in boxes", "CNR", "published CNR"], rows)]

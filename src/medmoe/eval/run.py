@@ -6,7 +6,7 @@ from pathlib import Path
 from ..data.manifest import read_manifest
 from ..errors import ManifestError
 from .embed import embed_rows
-from .grounding import grounding_scores
+from .grounding import format_grounding, grounding_scores, initial_model
 from .probe import linear_probe_scores
 from .retrieval import retrieval_scores
 from .routing import routing_scores
@@ -40,12 +40,16 @@ def evaluate(model, manifest: str | Path, split: str = "test", tasks=TASKS, prom
     if "routing" in tasks:
         result["routing"] = routing_scores(model, emb)
     if "grounding" in tasks:
-        result["grounding"] = grounding_scores(model, rows)
+        init, source = initial_model(model)
+        result["grounding"] = {**grounding_scores(model, rows), "init": grounding_scores(init, rows),
+                               "init_source": source}
     return result
 
 
 def format_task(name: str, result: dict) -> str:
     """A plain-text table of one task's result (what ``medmoe eval`` prints)."""
+    if name == "grounding":
+        return format_grounding(result)
     if name == "linear_probe":
         lines = [f"{'labels':>8} {'accuracy':>16} {'n_train':>8}"]
         for fraction, r in result.get("fractions", {}).items():
@@ -64,6 +68,6 @@ def format_task(name: str, result: dict) -> str:
     lines = [f"{'':<12}" + "".join(f"{k:>20}" for k in keys) + f"{'n':>8}"]
     rows = [("all", result), *result.get("per_modality", {}).items()]
     for label, r in rows:
-        n = r.get("n", r.get("n_words", ""))
+        n = r.get("n", "")
         lines.append(f"{label:<12}" + "".join(f"{r[k]:>20.3f}" if k in r else f"{'-':>20}" for k in keys) + f"{n:>8}")
     return "\n".join(lines)

@@ -8,7 +8,9 @@ from .routing import routing_scores
 from .zeroshot import embed_prompts, load_prompts, zeroshot_scores
 
 
-def held_out_scores(model, rows) -> dict:
+def held_out_scores(model, rows, keep_routing: bool = False) -> dict:
+    """The scores above as one flat record (``skipped``: rows that could not be read); with ``keep_routing``,
+    also ``routing``: ``routing_scores``'s whole result (for the routing figure of ``--log-to``)."""
     spec = load_prompts()
     prompted = any(r.labels and r.labels[0] in spec["classes"].get(r.group, {}) for r in rows)
     bank = embed_prompts(model, spec["classes"], spec.get("templates")) if prompted else None
@@ -24,5 +26,7 @@ def held_out_scores(model, rows) -> dict:
             scores[f"routing_acc_{side}"] = round(routing[side]["accuracy"], 4)
     if bank is not None:
         scores["zeroshot_acc"] = round(zeroshot_scores(e, bank)["accuracy"], 4)
+    if keep_routing:
+        scores["routing"] = routing
     scores["skipped"] = e.skipped
     return scores

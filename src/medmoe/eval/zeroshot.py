@@ -94,7 +94,8 @@ def global_scores(image_emb: torch.Tensor, bank: PromptBank, ensemble: str) -> t
 def prompt_local_scores(model, local_map: torch.Tensor, bank: PromptBank) -> torch.Tensor:
     """[B, P] GLoRIA local similarity of each image's local map [B, D, G, G] and each prompt."""
     c = model.config
-    return local_similarity(local_map, bank.words.to(local_map.device), bank.lengths, c.temp1, c.temp2, "max").float()
+    return local_similarity(local_map, bank.words.to(local_map.device), bank.lengths, c.temp1, c.temp2, "max",
+                            attention=c.attention).float()
 
 
 def combine(scoring: str, ensemble: str, bank: PromptBank, image_emb: torch.Tensor,

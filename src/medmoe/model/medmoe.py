@@ -244,6 +244,7 @@ class MedMoE(nn.Module):
                                     "nor a training run with a checkpoint")
         saved = json.loads((folder / CONFIG_FILE).read_text())
         saved.setdefault("global_source", "backbone")  # folders written before the option existed
+        saved.setdefault("attention", "gloria")  # folders written before the option existed
         config = MedMoEConfig.from_dict(saved)
         model = cls(config, folder / TOKENIZER_DIR if (folder / TOKENIZER_DIR).is_dir() else None)
         model.load_state_dict(_upgrade(load_file(folder / WEIGHTS_FILE, device=map_location), model))

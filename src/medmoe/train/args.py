@@ -54,6 +54,9 @@ class TrainArgs:
                                     "training data")
     compile: bool = option(False, "torch.compile the backbone and the text encoder (faster after a slow first "
                            "step; eager with a warning where it cannot run)")
+    log_to: str | None = option(None, "also log to tensorboard, wandb or both (comma-separated): the scalars of "
+                                "metrics.jsonl and, at evaluation steps, attention and routing figures; in RUN/tensorboard "
+                                "and RUN/wandb (offline unless WANDB_MODE=online)", metavar="TRACKERS")
     recipe: str = "default"  # the recipe these settings came from (medmoe/recipes/NAME.json)
 
     def __post_init__(self):

@@ -61,6 +61,7 @@ from ..files import atomic_write_text
 from ..seeding import derive_seed
 from .finetune_args import MODE_DEFAULTS, FinetuneArgs
 from .optim import lr_factor, param_groups
+from .trackers import TrackedHistory, Trackers, parse_log_to
 
 __all__ = ["FinetuneArgs", "finetune", "read_labelled", "classification_metrics", "attach_head", "format_metrics"]
 
@@ -495,6 +496,18 @@ def finetune(model, args: FinetuneArgs, base: str | None = None, log: Callable[[
              ) -> FinetuneResult:
     """Fine-tune a copy of ``model`` on ``args.data``'s labels (the module's docstring says how); saves it to
     ``args.out`` when given. ``base``: what to call the starting model in the record."""
+    kinds = parse_log_to(args.log_to)
+    if kinds and not args.out:
+        raise ConfigError("--log-to needs --out: the trackers write into the output folder")
+    trackers = Trackers(kinds, args.out or ".", Path(args.out or ".").name, dataclasses.asdict(args))
+    try:
+        return _finetune(model, args, base, log, trackers)
+    finally:
+        trackers.close()
+
+
+def _finetune(model, args: FinetuneArgs, base: str | None, log: Callable[[str], None], trackers: Trackers
+              ) -> FinetuneResult:
     started = time.monotonic()
     data = read_labelled(args.data, args.labels, args.multi_label, args.uncertain)
     for split, n in data.unlabelled.items():
@@ -504,7 +517,7 @@ def finetune(model, args: FinetuneArgs, base: str | None = None, log: Callable[[
     model = attach_head(copy.deepcopy(model).to(device), data.classes, data.multi_label, args.features)
     model.requires_grad_(False)
     weights = class_weights(data.targets["train"], len(data.classes), data.multi_label) if args.class_weights else None
-    history: list[dict] = []
+    history = TrackedHistory(trackers)
     unreadable = {}
     best_epoch = None
     if args.mode == "linear" or args.head_init == "probe":
@@ -549,7 +562,7 @@ def finetune(model, args: FinetuneArgs, base: str | None = None, log: Callable[[
         "unreadable": {"train": unreadable.get("train", 0), "val": val["unreadable"],
                        "test": test["unreadable"] if test else 0},
         "train_counts": _counts(data), "class_weights": None if weights is None else weights.tolist(),
-        "adapted_layers": len(adapted), "best_epoch": best_epoch, "history": history,
+        "adapted_layers": len(adapted), "best_epoch": best_epoch, "history": list(history),
         "val": {k: v for k, v in val.items() if k != "unreadable"},
         "test": None if test is None else {k: v for k, v in test.items() if k != "unreadable"},
         "seconds": round(time.monotonic() - started, 1),

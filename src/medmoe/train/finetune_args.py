@@ -55,6 +55,8 @@ class FinetuneArgs:
     device: str = option("auto", "auto: cuda when available", choices=("auto", "cpu", "cuda"))
     workers: int = option(0, "data-loading processes")
     progress: bool = option(True, "no progress bar", flag="--quiet")
+    log_to: str | None = option(None, "also log each epoch's losses and scores to tensorboard, wandb or both "
+                                "(comma-separated), in OUT/tensorboard and OUT/wandb (needs --out)", metavar="TRACKERS")
 
     def __post_init__(self):
         check_choices(self)

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,22 +36,23 @@ from ..errors import ConfigError, ManifestError, TrainingError
 from ..files import atomic_write_text
 from ..losses import MedMoELoss
 from ..model.text import ReportTokenizer
-from ..runs import latest_checkpoint, write_training_data
+from ..runs import MODEL_CONFIG_FILE, latest_checkpoint, write_training_data
 from ..seeding import derive_seed
 from .args import TrainArgs
 from .checkpoint import load_checkpoint, save_checkpoint
 from .optim import build_optimizer, build_scheduler, upcycle
 from .step import embed, forward_backward, split_batch
+from .trackers import Trackers, evaluation_figures, parse_log_to
 
 MAX_NONFINITE = 10  # consecutive non-finite steps before the run stops
 
 
 class _Log:
-    """metrics.jsonl and skipped.jsonl: started afresh by a new run, continued by a resumed one.
-    Only the main process writes."""
+    """metrics.jsonl and skipped.jsonl: started afresh by a new run, continued by a resumed one; every
+    metrics record also goes to the ``--log-to`` trackers. Only the main process writes."""
 
-    def __init__(self, run: Path, resumed: bool, main: bool):
-        self.main = main
+    def __init__(self, run: Path, resumed: bool, main: bool, trackers: Trackers):
+        self.main, self.trackers = main, trackers
         if main:
             mode = "a" if resumed else "w"
             self.metrics = open(run / "metrics.jsonl", mode, encoding="utf-8")
@@ -60,6 +62,7 @@ class _Log:
         if self.main:
             self.metrics.write(json.dumps(record) + "\n")
             self.metrics.flush()
+            self.trackers.log(record)
 
     def skip(self, rows: list[dict]) -> None:
         if self.main:
@@ -165,17 +168,23 @@ def train(config: MedMoEConfig, args: TrainArgs) -> dict:
     """Train and return the last held-out scores. Raises ManifestError if no row is usable and
     TrainingError after MAX_NONFINITE non-finite steps in a row. Under torchrun, every process
     calls this; it joins the process group itself."""
+    kinds = parse_log_to(args.log_to)  # a bad --log-to fails before anything starts
     proc = distributed.setup(args.device)
     ok = False
+    trackers = None
     try:
-        result = _train(config, args, proc)
+        trackers = Trackers(kinds if proc.main else (), args.out, Path(args.out).name,
+                            {"model": config.to_dict(), "train": dataclasses.asdict(args)})
+        result = _train(config, args, proc, trackers)
         ok = True
         return result
     finally:
+        if trackers is not None:
+            trackers.close()
         distributed.teardown(ok)
 
 
-def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> dict:
+def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process, trackers: Trackers) -> dict:
     from torch.nn.parallel import DistributedDataParallel
 
     from ..eval.scores import held_out_scores
@@ -207,7 +216,9 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
         atomic_write_text(run / "train_args.json", json.dumps(dataclasses.asdict(args) | {"world": proc.world}, indent=2))
         write_training_data(run, {"data": _absolute(args.data), "val": args.val and _absolute(args.val),
                                   "shards": _is_shards(args.data), "per_modality": dict(sorted(modality_counts.items()))})
-    log = _Log(run, resumed=resume_from is not None, main=proc.main)
+        if resume_from is None:
+            atomic_write_text(run / MODEL_CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+    log = _Log(run, resumed=resume_from is not None, main=proc.main, trackers=trackers)
     log.skip([{**u, "stage": "manifest"} for u in unusable])
 
     torch.manual_seed(args.seed)  # the same initial weights on every rank
@@ -245,12 +256,16 @@ def _train(config: MedMoEConfig, args: TrainArgs, proc: distributed.Process) -> 
     def evaluate(step):
         scores = {}
         if val_rows and proc.main:
-            scores = held_out_scores(raw, val_rows)
+            scores = held_out_scores(raw, val_rows, keep_routing=trackers.active)
             log.skip([{**s, "stage": "val"} for s in scores.pop("skipped")])
+            routing = scores.pop("routing", None)
             if plateau:
                 scores["loss"] = validation_loss(raw, val_criterion, val_rows, args.batch_size, proc.device,
                                                  autocast)
             log.write({"step": step, "split": "val", **scores})
+            if trackers.active:
+                with tempfile.TemporaryDirectory() as tmp:
+                    trackers.figures(step, evaluation_figures(raw, val_rows, routing, Path(tmp)))
             raw.train()
         if plateau:  # every rank's learning rate follows rank 0's validation loss
             scheduler.step(distributed.broadcast_object(scores.get("loss")))

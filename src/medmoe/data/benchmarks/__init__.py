@@ -1,9 +1,11 @@
 """Benchmark datasets of the paper's Tables 1-2, read as their publishers distribute them.
 
 ``prepare(name, root, out, seed=0, list_file=None, **options)`` writes one JSONL manifest per dataset
-(``medmoe data prepare``); ``DATASETS`` maps each name to its adapter (``Adapter.layout`` says what
-``root`` must hold; a wrong layout is a ``DataError`` naming what is missing);
-``load_dataset_prompts(name)`` gives the dataset's zero-shot prompts (``medmoe/data/prompts/``).
+(``medmoe data prepare``); ``ADAPTERS`` maps each name to its adapter (``Adapter.layout`` says what
+``root`` must hold; a wrong layout is a ``DataError`` naming what is missing): ``DATASETS``, the
+classification benchmarks of Tables 1-2, and MS-CXR, a grounding set. ``GROUNDING`` names the datasets
+of Table G (grounding) and the text each of their rows is read with;
+``load_dataset_prompts(name)`` gives a dataset's zero-shot prompts (``medmoe/data/prompts/``).
 
 Manifest schema (one JSON object per line, read by ``medmoe.data.manifest.read_manifest``):
 
@@ -16,8 +18,9 @@ Manifest schema (one JSON object per line, read by ``medmoe.data.manifest.read_m
 - ``modality``: ``xray``, ``ct``, ``mri`` or ``ultrasound``; ``dataset``: the dataset name;
 - ``patient``: the patient (or exam, case, image) id the split is made by;
 - optional: ``mask`` (lesion mask, relative path: BUSI, DDTI), ``boxes`` ([[x, y, width, height]] in
-  image pixels: RSNA), ``finding`` (the source's finer class: RSNA, BUSI), ``volume``/``plane``/``slice``
-  and ``source_split`` (MRNet).
+  image pixels: RSNA, MS-CXR; MS-CXR's in pixels of ``box_size`` = [width, height]), ``phrase`` (the
+  phrase the boxes ground: MS-CXR, whose ``report`` is that phrase), ``finding`` (the source's finer class:
+  RSNA, BUSI), ``volume``/``plane``/``slice`` and ``source_split`` (MRNet, MS-CXR).
 
 Rows are never pooled across datasets: evaluate each manifest (or each ``dataset`` value) on its own,
 with its own prompt group.
@@ -33,29 +36,35 @@ from pathlib import Path
 
 from ...errors import ConfigError, DataError
 from ...files import atomic_write_text
-from . import busi, chexpert, medimeta, mrnet, rsna, thyroid
+from . import busi, chexpert, medimeta, mrnet, mscxr, rsna, thyroid
 from .common import Adapter
 
 DATASETS: dict[str, Adapter] = {a.name: a for a in (
     chexpert.ADAPTER, rsna.ADAPTER, thyroid.ADAPTER, busi.ADAPTER, mrnet.adapter("acl"), mrnet.adapter("meniscus"),
     medimeta.adapter("organs_axial"), medimeta.adapter("organs_coronal"), medimeta.adapter("organs_sagittal"))}
+ADAPTERS: dict[str, Adapter] = {**DATASETS, mscxr.ADAPTER.name: mscxr.ADAPTER}
+# Table G: dataset -> the text its rows are read with (GLoRIA's "pneumonia" on RSNA's boxes), None: each
+# row's own phrase (MS-CXR); scored on the test split's rows that carry boxes or masks
+GROUNDING: dict[str, str | None] = {"rsna-pneumonia": "pneumonia", "ms-cxr": None}
 FIRST_COLUMNS = ("image", "report", "labels", "split", "modality", "dataset", "patient")
 # each dataset's folder under ``medmoe benchmark --root`` (MRNet's serves both tasks, MediMeTA's the three views)
 FOLDERS = {"chexpert-5x200": "chexpert", "rsna-pneumonia": "rsna-pneumonia", "thyroid-us": "thyroid-us",
            "breast-us": "breast-us", "mrnet-acl": "mrnet", "mrnet-meniscus": "mrnet",
-           "medimeta-ct-axial": "medimeta", "medimeta-ct-coronal": "medimeta", "medimeta-ct-sagittal": "medimeta"}
+           "medimeta-ct-axial": "medimeta", "medimeta-ct-coronal": "medimeta", "medimeta-ct-sagittal": "medimeta",
+           "ms-cxr": "ms-cxr"}
 
 
 def adapter(name: str) -> Adapter:
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-    return DATASETS[name]
+    if name not in ADAPTERS:
+        raise ConfigError(f"unknown dataset {name!r}; choose from {', '.join(ADAPTERS)}")
+    return ADAPTERS[name]
 
 
 def _record(row: dict, name: str, modality: str, folder: Path) -> dict:
-    """A manifest line: paths relative to the manifest's folder, the schema's columns first."""
+    """A manifest line: paths relative to the manifest's folder, the schema's columns first; the report is
+    the class name unless the adapter gives one (MS-CXR's phrase)."""
     row = {k: (Path(os.path.relpath(v, folder)).as_posix() if isinstance(v, Path) else v) for k, v in row.items()}
-    row.update(report=row["labels"][0], modality=modality, dataset=name)
+    row.update(report=row.get("report", row["labels"][0]), modality=modality, dataset=name)
     return {**{k: row[k] for k in FIRST_COLUMNS}, **{k: v for k, v in row.items() if k not in FIRST_COLUMNS}}
 
 
@@ -89,7 +98,7 @@ def prepare(name: str, root, out, seed: int = 0, list_file=None, **options) -> d
 
 def layouts() -> dict[str, str]:
     """Dataset name -> its expected layout under --root (``medmoe.data.prepare`` lists every registry's)."""
-    return {name: a.layout for name, a in DATASETS.items()}
+    return {name: a.layout for name, a in ADAPTERS.items()}
 
 
 def load_dataset_prompts(name: str, n: int | None = None, seed: int = 0) -> dict:

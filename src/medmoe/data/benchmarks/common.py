@@ -33,7 +33,7 @@ class Adapter:
     classes: tuple[str, ...] | None  # None: the classes are read from the source (MediMeTA)
     layout: str  # the expected layout under --root, for --help and errors
     read: Callable
-    prompts: str  # prompt file stem under medmoe/data/prompts/
+    prompts: str | None  # prompt file stem under medmoe/data/prompts/ (None: a grounding set, no Tables 1-2)
     options: tuple[str, ...] = ()  # keyword options ``read`` accepts (e.g. MRNet's plane and slice)
 
 

@@ -1,8 +1,10 @@
 """MedSynth findings: each modality's renderer draws texture, noise and the finding onto its anatomy;
 the finding's mask gives its location and size words.
 
-Each renderer takes (rng, finding, size, difficulty), draws the variant, textures and noise first and
-the finding after, and returns (float image ~[0, 1], bool mask or None, location or None).
+Each renderer takes (rng, finding, size, difficulty, frng): it draws the variant, textures and noise from
+``rng`` first, then the finding from ``frng`` (the same generator in MedSynth proper, so the draws follow
+one stream; a generator of its own in the grounding sanity set, whose background is fixed), and returns
+(float image ~[0, 1], bool mask or None, location or None).
 """
 from __future__ import annotations
 
@@ -74,10 +76,10 @@ def _side(x):
     return "right" if x < 0 else "left"
 
 
-def _xray(rng, finding, size, d):
+def _xray(rng, finding, size, d, frng):
     variant = int(rng.integers(_VARIANTS))
     tissue, lung_tex, noise = _smooth(rng, size, 5), _smooth(rng, size, 12), _noise(rng, size)
-    enlarge = 1.0 + rng.uniform(0.15, 0.45) * d.lesion_scale if finding == "cardiomegaly" else 1.0
+    enlarge = 1.0 + frng.uniform(0.15, 0.45) * d.lesion_scale if finding == "cardiomegaly" else 1.0
     chest = _chest if enlarge != 1.0 else _normal_chest  # only cardiomegaly changes the cached anatomy
     base, air, dark, heart_a, (lung, heart, dome) = chest(size, variant, enlarge)
     aeration = air * (0.16 * lung_tex - 0.08)  # patchy lungs: the air darkening varies by +-0.08
@@ -86,24 +88,24 @@ def _xray(rng, finding, size, d):
 
     mask, location = None, None
     if finding == "opacity":
-        s = 2 * int(rng.integers(2)) - 1
-        xs = s * lung[0] + rng.uniform(-0.15, 0.15, 8)
-        ys = rng.uniform(-0.45, -0.2, 8) if rng.random() < 0.5 else rng.uniform(0.05, 0.3, 8)
+        s = 2 * int(frng.integers(2)) - 1
+        xs = s * lung[0] + frng.uniform(-0.15, 0.15, 8)
+        ys = frng.uniform(-0.45, -0.2, 8) if frng.random() < 0.5 else frng.uniform(0.05, 0.3, 8)
         lx, ly = (xs - s * lung[0]) / lung[2], (ys - lung[1]) / lung[3]
         hx, hy = (xs - heart[0]) / heart[2], (ys - heart[1]) / heart[3]
         aerated = (lx * lx + ly * ly < 0.6) & (hx * hx + hy * hy > 1.3) & (ys < dome + 0.2 * lx * lx - 0.05)
         k = int(np.argmax(aerated))  # first candidate well inside the aerated lung
         cx, cy = (float(xs[k]), float(ys[k])) if aerated[k] else (s * lung[0], -0.3)
-        rx = _min_r(rng.uniform(0.14, 0.26) * d.lesion_scale, size)
-        a, box = _blob(size, cx, cy, rx, rx * rng.uniform(0.8, 1.3), rng.uniform(0, math.pi), edge=1.0)
-        a *= (dark[box] - aeration[box]) * _clamp(0.2 + 1.6 * _smooth(rng, size, 10)[box])
+        rx = _min_r(frng.uniform(0.14, 0.26) * d.lesion_scale, size)
+        a, box = _blob(size, cx, cy, rx, rx * frng.uniform(0.8, 1.3), frng.uniform(0, math.pi), edge=1.0)
+        a *= (dark[box] - aeration[box]) * _clamp(0.2 + 1.6 * _smooth(frng, size, 10)[box])
         img[box] += (0.8 * d.contrast) * a  # consolidation replaces most of the air
         mask = _full(size, a > 0, box)
         y, x = _centroid(mask)
         location = f"{_side(x)} {'upper' if y < 0 else 'lower'} zone"
     elif finding == "effusion":
-        s = 2 * int(rng.integers(2)) - 1
-        h = max(rng.uniform(0.1, 0.38) * d.lesion_scale, 0.1 + 2 / size)  # at least a blunted angle
+        s = 2 * int(frng.integers(2)) - 1
+        h = max(frng.uniform(0.1, 0.38) * d.lesion_scale, 0.1 + 2 / size)  # at least a blunted angle
         Y, X = _axes(size)
         box = (slice(None), slice(size // 2, None) if s > 0 else slice(0, size // 2))  # that lung's half
         lateral = _clamp((X[:, box[1]] - s * lung[0]) * (s / lung[2]))
@@ -117,30 +119,30 @@ def _xray(rng, finding, size, d):
     return img, mask, location
 
 
-def _ct(rng, finding, size, d):
+def _ct(rng, finding, size, d, frng):
     base, liver, kidneys, (liver_x, kidney_y, cavity_rx, cavity_ry) = _abdomen(size, int(rng.integers(_VARIANTS)))
     tex, noise = _smooth(rng, size, 9), _noise(rng, size)
     img = base * (0.94 + 0.12 * tex)
 
     mask, location = None, None
     if finding == "liver lesion":
-        if rng.random() < 0.7:  # right lobe, else the smaller left lobe
-            xs, ys, r = liver_x + rng.uniform(-0.15, 0.15, 8), rng.uniform(-0.3, 0.05, 8), rng.uniform(0.05, 0.12)
+        if frng.random() < 0.7:  # right lobe, else the smaller left lobe
+            xs, ys, r = liver_x + frng.uniform(-0.15, 0.15, 8), frng.uniform(-0.3, 0.05, 8), frng.uniform(0.05, 0.12)
         else:
-            xs, ys, r = rng.uniform(0.08, 0.22, 8), rng.uniform(-0.34, -0.26, 8), rng.uniform(0.04, 0.07)
+            xs, ys, r = frng.uniform(0.08, 0.22, 8), frng.uniform(-0.34, -0.26, 8), frng.uniform(0.04, 0.07)
         clear = (xs / cavity_rx) ** 2 + ((ys - 0.06) / cavity_ry) ** 2 < 0.8  # away from the abdominal wall
         k = int(np.argmax(clear))
         cx, cy = (float(xs[k]), float(ys[k])) if clear[k] else (liver_x + 0.05, -0.1)
         r = _min_r(r * d.lesion_scale, size)
-        a, box = _blob(size, cx, cy, r, r * rng.uniform(0.8, 1.2), edge=0.5)
+        a, box = _blob(size, cx, cy, r, r * frng.uniform(0.8, 1.2), edge=0.5)
         a *= liver[box]
         img[box] -= (0.16 * d.contrast) * a
         mask = _full(size, a > 0, box)
         location = f"{_side(_centroid(mask)[1])} hepatic lobe"
     elif finding == "kidney stone":
-        s = 2 * int(rng.integers(2)) - 1
-        cx, cy = s * rng.uniform(0.33, 0.42), kidney_y + rng.uniform(-0.07, 0.07)
-        r = _min_r(rng.uniform(0.025, 0.05) * d.lesion_scale, size)
+        s = 2 * int(frng.integers(2)) - 1
+        cx, cy = s * frng.uniform(0.33, 0.42), kidney_y + frng.uniform(-0.07, 0.07)
+        r = _min_r(frng.uniform(0.025, 0.05) * d.lesion_scale, size)
         a, box = _blob(size, cx, cy, r, r, edge=0.4)
         a *= kidneys[box]
         img[box] += (0.3 * d.contrast) * a
@@ -150,24 +152,24 @@ def _ct(rng, finding, size, d):
     return img, mask, location
 
 
-def _mri(rng, finding, size, d):
+def _mri(rng, finding, size, d, frng):
     base = _brain(size, int(rng.integers(_VARIANTS)))
     tex, noise = _smooth(rng, size, 8), _noise(rng, size)
     img = base * (0.94 + 0.12 * tex)
 
     mask, location = None, None
     if finding != "normal":
-        s = 2 * int(rng.integers(2)) - 1
-        xs, ys = s * rng.uniform(0.2, 0.42, 16), rng.uniform(-0.6, 0.6, 16)
+        s = 2 * int(frng.integers(2)) - 1
+        xs, ys = s * frng.uniform(0.2, 0.42, 16), frng.uniform(-0.6, 0.6, 16)
         deep = (xs / 0.74) ** 2 + (ys / 0.9) ** 2 < 0.55**2  # deep white matter, clear of the cortex
         k = int(np.argmax(deep))
         cx, cy = (float(xs[k]), float(ys[k])) if deep[k] else (s * 0.3, 0.0)
         if finding == "focal lesion":
-            r = _min_r(rng.uniform(0.025, 0.05) * d.lesion_scale, size)
-            a, box = _blob(size, cx, cy, r, r * rng.uniform(1, 1.6), rng.uniform(0, math.pi), edge=0.5)
+            r = _min_r(frng.uniform(0.025, 0.05) * d.lesion_scale, size)
+            a, box = _blob(size, cx, cy, r, r * frng.uniform(1, 1.6), frng.uniform(0, math.pi), edge=0.5)
             img[box] += (0.32 * d.contrast) * a
         else:
-            r = _min_r(rng.uniform(0.02, 0.035) * d.lesion_scale, size)
+            r = _min_r(frng.uniform(0.02, 0.035) * d.lesion_scale, size)
             a, box = _blob(size, cx, cy, r, r, edge=0.3)
             img[box] -= (0.4 * d.contrast) * a
         mask = _full(size, a > 0, box)
@@ -177,18 +179,18 @@ def _mri(rng, finding, size, d):
     return img, mask, location
 
 
-def _ultrasound(rng, finding, size, d):
+def _ultrasound(rng, finding, size, d, frng):
     base, parenchyma = _layers(size, int(rng.integers(_VARIANTS)))
     tex, speckle = _smooth(rng, size, 6), _speckle(rng, size)
     echo = base + parenchyma * (0.28 * tex - 0.14)
 
     mask, location = None, None
     if finding != "normal":
-        cy = rng.uniform(-0.5, -0.15) if rng.random() < 0.5 else rng.uniform(0.15, 0.55)
-        cx = rng.uniform(-0.4, 0.4) * (cy - _APEX[1])  # within 22 degrees of the beam axis
+        cy = frng.uniform(-0.5, -0.15) if frng.random() < 0.5 else frng.uniform(0.15, 0.55)
+        cx = frng.uniform(-0.4, 0.4) * (cy - _APEX[1])  # within 22 degrees of the beam axis
         if finding == "cyst":
-            r = _min_r(rng.uniform(0.08, 0.17) * d.lesion_scale, size)
-            a, box = _blob(size, cx, cy, r, r * rng.uniform(0.8, 1.1), edge=0.15)
+            r = _min_r(frng.uniform(0.08, 0.17) * d.lesion_scale, size)
+            a, box = _blob(size, cx, cy, r, r * frng.uniform(0.8, 1.1), edge=0.15)
             echo[box] *= _clamp(1 - (0.92 * d.contrast) * a)  # anechoic
             R, T, _ = _polar(size, *_APEX)
             rc, tc = math.hypot(cx - _APEX[0], cy - _APEX[1]), math.atan2(cx - _APEX[0], cy - _APEX[1])
@@ -196,15 +198,15 @@ def _ultrasound(rng, finding, size, d):
             band = _clamp((1 - np.abs(T[behind] - tc) * (rc / r)) * 3) * _clamp((R[behind] - rc - 0.5 * r) * 20)
             echo[behind] *= 1 + (0.35 * d.contrast) * band
         else:
-            r = _min_r(rng.uniform(0.08, 0.15) * d.lesion_scale, size)
+            r = _min_r(frng.uniform(0.08, 0.15) * d.lesion_scale, size)
             Y, X = _axes(size)
             box = _box(size, cx, cy, 1.4 * r, 1.4 * r)  # around the lobulated outline
             dx, dy = X[:, box[1]] - cx, Y[box[0]] - cy
-            phi, q = np.arctan2(dy, dx), rng.uniform(0, 2 * math.pi, 3).tolist()
+            phi, q = np.arctan2(dy, dx), frng.uniform(0, 2 * math.pi, 3).tolist()
             edge = r * (1 + 0.15 * np.sin(3 * phi + q[0]) + 0.08 * np.sin(5 * phi + q[1])
                         + 0.05 * np.sin(9 * phi + q[2]))
             a = _clamp((1 - (dx * dx + dy * dy) / (edge * edge)) * 2.5)
-            echo[box] *= 1 - (0.5 * d.contrast) * a * (0.6 + 0.8 * _smooth(rng, size, 5)[box])  # hypoechoic
+            echo[box] *= 1 - (0.5 * d.contrast) * a * (0.6 + 0.8 * _smooth(frng, size, 5)[box])  # hypoechoic
         mask = _full(size, (a > 0) & (_sector(size)[box] > 0), box)
         location = "superficial" if _centroid(mask)[0] < 0 else "deep"
     echo *= _sector(size)

@@ -100,6 +100,13 @@ def _pick(rng, options):
     return options[rng.integers(len(options))]
 
 
+def finding_sentence(rng, finding, location, size_word, mm):
+    """The sentence that names the finding, its size and location (the report's key sentence)."""
+    size = _SEVERITY[size_word] if finding == "cardiomegaly" else size_word
+    key = _pick(rng, _POSITIVE[finding]).format(size=size, mm=mm, loc=location)
+    return key[0].upper() + key[1:]
+
+
 def _report(rng, modality, finding, location, size_word, mm):
     absent = [f for f in FINDINGS[modality][1:] if f != finding]
     body = [_pick(rng, _NEGATIVE[f]) for f in absent if rng.random() < 0.75]
@@ -113,9 +120,7 @@ def _report(rng, modality, finding, location, size_word, mm):
         key = _pick(rng, _IMPRESSION[modality])
         body.append(key)
     else:
-        size = _SEVERITY[size_word] if finding == "cardiomegaly" else size_word
-        key = _pick(rng, _POSITIVE[finding]).format(size=size, mm=mm, loc=location)
-        key = key[0].upper() + key[1:]
+        key = finding_sentence(rng, finding, location, size_word, mm)
         body.insert(0 if rng.random() < 0.6 else int(rng.integers(len(body) + 1)), key)
     if rng.random() < 0.5:
         body.insert(0, _pick(rng, _TECHNIQUE[modality]))

@@ -15,7 +15,7 @@ import numpy as np
 
 from .anatomy import _clamp
 from .findings import _RENDER, FINDINGS, MODALITIES, Difficulty, _measure
-from .reports import _report
+from .reports import _report, finding_sentence
 
 P_NORMAL = 1 / 3
 SPLITS = (("train", 0.8), ("val", 0.9), ("test", 1.0))  # cumulative probabilities
@@ -32,14 +32,18 @@ class Sample:
 
 
 def render_sample(rng: np.random.Generator, modality: str, finding: str, size: int = 96,
-                  difficulty: Difficulty = Difficulty()) -> Sample:
-    """Render one image with its finding mask and a report that matches it."""
+                  difficulty: Difficulty = Difficulty(), background: np.random.Generator | None = None) -> Sample:
+    """Render one image with its finding mask and a report that matches it. With ``background`` (the
+    generator of the anatomy variant, texture and noise; the finding comes from ``rng``) the report is the
+    finding sentence alone: a sample of the grounding sanity set."""
     if finding not in FINDINGS[modality]:
         raise ValueError(f"unknown finding {finding!r} for {modality}; choose from {FINDINGS[modality]}")
-    img, mask, location = _RENDER[modality](rng, finding, size, difficulty)
+    img, mask, location = _RENDER[modality](rng if background is None else background, finding, size, difficulty, rng)
     image = (_clamp(img) * 255 + 0.5).astype(np.uint8)
     size_word, mm = (None, None) if mask is None else _measure(modality, finding, mask)
-    return Sample(image, mask, _report(rng, modality, finding, location, size_word, mm), location, size_word)
+    report = (_report(rng, modality, finding, location, size_word, mm) if background is None
+              else finding_sentence(rng, finding, location, size_word, mm))
+    return Sample(image, mask, report, location, size_word)
 
 
 def _write_png(path, image):
@@ -76,7 +80,7 @@ def mix_cdf(mix: Mapping[str, float]) -> np.ndarray:
     return cdf / cdf[-1]  # last entry exactly 1.0, so every uniform draw in [0, 1) finds a modality
 
 
-def _draw(rng, cdf=None):
+def _draw(rng, cdf=None, p_normal=P_NORMAL):
     """Split, modality (uniform, or from the mix's cdf) and finding of one sample."""
     u = rng.random()
     split = next(name for name, p in SPLITS if u < p)
@@ -85,14 +89,17 @@ def _draw(rng, cdf=None):
     else:  # modalities without weight have cdf[k] == cdf[k - 1] and are never picked
         modality = MODALITIES[int(np.searchsorted(cdf, rng.random(), side="right"))]
     findings = FINDINGS[modality]
-    finding = findings[0] if rng.random() < P_NORMAL else findings[1 + rng.integers(len(findings) - 1)]
+    finding = findings[0] if rng.random() < p_normal else findings[1 + rng.integers(len(findings) - 1)]
     return split, modality, finding
 
 
 def generate(out_dir, n: int, seed: int = 0, size: int = 96, difficulty: Difficulty = Difficulty(),
-             progress: bool = True, mix: Mapping[str, float] | None = None) -> pathlib.Path:
+             progress: bool = True, mix: Mapping[str, float] | None = None, sanity: bool = False) -> pathlib.Path:
     """Write n samples (images/, masks/ for abnormal ones, manifest.jsonl); returns the manifest path.
-    mix: {modality: weight} to draw modalities from instead of uniformly, e.g. {"xray": 0.6, "ct": 0.4}."""
+    mix: {modality: weight} to draw modalities from instead of uniformly, e.g. {"xray": 0.6, "ct": 0.4}.
+    sanity: the grounding sanity set: every image has a finding, drawn on one fixed background per
+    modality (anatomy, texture and noise), and its report is the finding sentence alone, so the finding
+    is the only thing that varies and the report names it."""
     cdf = None if mix is None else mix_cdf(mix)
     out = pathlib.Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -107,8 +114,10 @@ def generate(out_dir, n: int, seed: int = 0, size: int = 96, difficulty: Difficu
     with open(manifest, "w") as f:
         for i in indices:
             rng = np.random.default_rng([seed, i])
-            split, modality, finding = _draw(rng, cdf)
-            sample = render_sample(rng, modality, finding, size, difficulty)
+            split, modality, finding = _draw(rng, cdf, 0.0 if sanity else P_NORMAL)
+            # one background per modality: a three-word seed, never a sample's (seed, i)
+            background = np.random.default_rng([seed, 0, MODALITIES.index(modality)]) if sanity else None
+            sample = render_sample(rng, modality, finding, size, difficulty, background)
             name = f"{i:06d}.png"
             _write_png(f"{folder}/images/{name}", sample.image)
             if sample.mask is not None:
